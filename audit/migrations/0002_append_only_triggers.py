@@ -1,0 +1,20 @@
+"""Install the triggers that make audit events append-only (see audit/triggers.py)."""
+
+from django.db import migrations
+
+from audit.triggers import statements
+
+
+def install(apps, schema_editor):
+    for sql in statements(schema_editor.connection.vendor, install=True):
+        schema_editor.execute(sql)
+
+
+def uninstall(apps, schema_editor):
+    for sql in statements(schema_editor.connection.vendor, install=False):
+        schema_editor.execute(sql)
+
+
+class Migration(migrations.Migration):
+    dependencies = [("audit", "0001_initial")]
+    operations = [migrations.RunPython(install, uninstall)]

@@ -1,0 +1,65 @@
+"""The audit log: one append-only row per action, chained and signed when sealed."""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class Outcome(models.TextChoices):
+    OK = "ok", "ok"
+    DENIED = "denied", "denied"
+    ERROR = "error", "error"
+
+
+class AuditEvent(models.Model):
+    """An action. Inserted once; `seq`, `prev_hash` and `hash` are set once at sealing; never changed."""
+
+    id = models.BigAutoField(primary_key=True)
+    # Chain position, given by the sealer in commit order (not at insert), so a rolled-back
+    # transaction leaves no hole in the chain.
+    seq = models.BigIntegerField(null=True, blank=True, unique=True)
+    occurred_at = models.DateTimeField(db_index=True)
+    actor = models.CharField(max_length=120)
+    member_code = models.CharField(max_length=32, blank=True, db_index=True)
+    action = models.CharField(max_length=64, db_index=True)
+    object_type = models.CharField(max_length=32, blank=True)
+    object_id = models.CharField(max_length=64, blank=True)
+    subject_token = models.CharField(max_length=64, blank=True, db_index=True)
+    outcome = models.CharField(max_length=8, choices=Outcome.choices, default=Outcome.OK)
+    request_id = models.CharField(max_length=64, blank=True)
+    details = models.JSONField(default=dict, blank=True)
+    prev_hash = models.CharField(max_length=64, null=True, blank=True)
+    hash = models.CharField(max_length=64, null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["seq"], name="audit_unsealed_idx", condition=models.Q(seq__isnull=True))]
+        constraints = [
+            models.CheckConstraint(
+                condition=(
+                    models.Q(seq__isnull=True, hash__isnull=True, prev_hash__isnull=True)
+                    | models.Q(seq__isnull=False, hash__isnull=False, prev_hash__isnull=False)
+                ),
+                name="audit_sealed_all_or_nothing",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.seq or '-'} {self.action} {self.outcome}"
+
+
+class Checkpoint(models.Model):
+    """An Ed25519 signature over (seq, hash, signed_at) of the newest sealed event."""
+
+    id = models.BigAutoField(primary_key=True)
+    seq = models.BigIntegerField(db_index=True)
+    hash = models.CharField(max_length=64)
+    signed_at = models.DateTimeField()
+    public_key = models.CharField(max_length=64)
+    signature = models.CharField(max_length=128)
+
+    class Meta:
+        ordering = ["seq", "id"]
+
+    def __str__(self) -> str:
+        return f"checkpoint at #{self.seq}"

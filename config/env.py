@@ -1,0 +1,93 @@
+"""Small, loud helpers that read configuration from the environment (settings only)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+
+from django.core.exceptions import ImproperlyConfigured
+
+
+def env_str(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    return value
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ImproperlyConfigured(f"{name} must be 1 or 0, not {value!r}")
+
+
+def env_int(name: str, default: int, *, minimum: int = 0) -> int:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a whole number, not {value!r}") from None
+    if number < minimum:
+        raise ImproperlyConfigured(f"{name} must be at least {minimum}")
+    return number
+
+
+def env_rate(name: str, default: str) -> str | None:
+    """A DRF rate such as `1200/minute`; an empty value turns the limit off (None)."""
+    value = os.environ.get(name, default).strip()
+    if not value:
+        return None
+    count, sep, period = value.partition("/")
+    if not sep or not count.isdigit() or int(count) < 1 or period[:1] not in ("s", "m", "h", "d"):
+        raise ImproperlyConfigured(f"{name} must look like 1200/minute, not {value!r}")
+    return value
+
+
+def env_list(name: str, default: str) -> list[str]:
+    value = os.environ.get(name)
+    if value is None:
+        value = default
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def decode_key(name: str, value: str, *, length: int = 32) -> bytes:
+    """Decode a base64 key and check its length; the error never echoes the key."""
+    try:
+        raw = base64.b64decode(value.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise ImproperlyConfigured(f"{name} is not valid base64") from None
+    if len(raw) != length:
+        raise ImproperlyConfigured(f"{name} must decode to {length} bytes, not {len(raw)}")
+    return raw
+
+
+def parse_field_keys(value: str) -> list[tuple[str, bytes]]:
+    """Parse EXCHANGE_FIELD_KEYS: comma-separated `keyid:base64`; the first one encrypts."""
+    ring: list[tuple[str, bytes]] = []
+    seen: set[str] = set()
+    for part in value.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        key_id, sep, encoded = part.partition(":")
+        if not sep or not key_id:
+            raise ImproperlyConfigured("EXCHANGE_FIELD_KEYS entries must look like keyid:base64")
+        if not (1 <= len(key_id.encode()) <= 32) or not key_id.replace("-", "").replace("_", "").isalnum():
+            raise ImproperlyConfigured(
+                "EXCHANGE_FIELD_KEYS key ids must be 1-32 letters, digits, - or _"
+            )
+        if key_id in seen:
+            raise ImproperlyConfigured(f"EXCHANGE_FIELD_KEYS names key id {key_id!r} twice")
+        seen.add(key_id)
+        ring.append((key_id, decode_key(f"EXCHANGE_FIELD_KEYS[{key_id}]", encoded)))
+    if not ring:
+        raise ImproperlyConfigured("EXCHANGE_FIELD_KEYS holds no key")
+    return ring

@@ -1,0 +1,175 @@
+"""Settings for the credit-information exchange, read from the environment only (see CONTRACT.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dj_database_url
+
+from config.env import env_bool, env_int, env_list, env_rate, env_str
+from core.secrets import SECRET_NAMES, load_dev_keys
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+DEBUG = env_bool("DEBUG", False)
+
+# Secrets: in development they are generated once into an ignored file and reused; in
+# production a missing one stays None and the `exchange.E001` system check refuses to start.
+_secrets = {name: env_str(name) for name in SECRET_NAMES}
+if DEBUG and not all(_secrets.values()):
+    _dev = load_dev_keys(BASE_DIR / ".dev-keys.env")
+    _secrets = {name: value or _dev.get(name) for name, value in _secrets.items()}
+
+SECRET_KEY = _secrets["SECRET_KEY"] or "unset-refused-by-system-check"  # noqa: S105
+SECRET_KEY_MISSING = _secrets["SECRET_KEY"] is None
+EXCHANGE_SUBJECT_KEY = _secrets["EXCHANGE_SUBJECT_KEY"]
+EXCHANGE_FIELD_KEYS = _secrets["EXCHANGE_FIELD_KEYS"]
+EXCHANGE_AUDIT_SIGNING_KEY = _secrets["EXCHANGE_AUDIT_SIGNING_KEY"]
+
+EXCHANGE_DISPUTE_DAYS = env_int("EXCHANGE_DISPUTE_DAYS", 20, minimum=1)
+EXCHANGE_RETENTION_YEARS = env_int("EXCHANGE_RETENTION_YEARS", 5, minimum=1)
+EXCHANGE_THROTTLE_RATE = env_rate("EXCHANGE_THROTTLE_RATE", "1200/minute")  # None: off
+EXCHANGE_RECIPROCITY_DAYS = env_int("EXCHANGE_RECIPROCITY_DAYS", 0)
+
+# Limits on what one request may carry.
+EXCHANGE_MAX_JSON_BODY = env_int("EXCHANGE_MAX_JSON_BODY", 8 * 1024 * 1024, minimum=1024)
+EXCHANGE_MAX_UPLOAD_BYTES = env_int("EXCHANGE_MAX_UPLOAD_BYTES", 2 * 1024**3, minimum=1024)
+EXCHANGE_MAX_BATCH = 1000
+EXCHANGE_PAGE_SIZE = 50
+EXCHANGE_MAX_PAGE_SIZE = 500
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "core",
+    "members",
+    "audit",
+    "exchange",
+]
+
+MIDDLEWARE = [
+    "core.middleware.RequestIdMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "core.middleware.DatabaseUnavailableMiddleware",
+    "core.middleware.ApiBodyLimitMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
+        conn_max_age=env_int("DB_CONN_MAX_AGE", 60),
+        conn_health_checks=True,
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # SQLite is the zero-setup default: wait for the write lock instead of failing at once.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {"timeout": 20, "transaction_mode": "IMMEDIATE"}
+    )
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+else:
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+# HTTPS: on by default in production; a proxy in front may take it over (SECURE_SSL_REDIRECT=0).
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+SESSION_COOKIE_SECURE = not DEBUG
+CSRF_COOKIE_SECURE = not DEBUG
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_AGE = 8 * 3600
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31536000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
+SECURE_HSTS_PRELOAD = not DEBUG
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+DATA_UPLOAD_MAX_MEMORY_SIZE = EXCHANGE_MAX_JSON_BODY
+
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["members.authentication.ApiKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["members.permissions.IsActiveMember"],
+    "DEFAULT_THROTTLE_CLASSES": ["members.throttling.MemberRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {"member": EXCHANGE_THROTTLE_RATE},
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "core.problems.exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Credit-information exchange API",
+    "DESCRIPTION": "Members share delinquency records and query borrower summaries under consent.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": "core.logging.JsonFormatter"}},
+    "handlers": {"stdout": {"class": "logging.StreamHandler", "formatter": "json"}},
+    "root": {"handlers": ["stdout"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {
+        # Django's request logger would print request paths and bodies' errors: keep its level
+        # but route it through the same JSON formatter.
+        "django.server": {"handlers": ["stdout"], "level": "INFO", "propagate": False},
+    },
+}

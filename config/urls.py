@@ -1,0 +1,24 @@
+"""URL configuration: the API, the admin console, health probes and API docs."""
+
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from core import views as core_views
+
+urlpatterns = [
+    path("healthz", core_views.healthz, name="healthz"),
+    path("readyz", core_views.readyz, name="readyz"),
+    path("api/v1/schema", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]), name="schema"),
+    path(
+        "api/v1/docs",
+        SpectacularSwaggerView.as_view(url_name="schema", authentication_classes=[], permission_classes=[]),
+        name="docs",
+    ),
+    path("api/v1/", include("config.api_urls")),
+    path("admin/", admin.site.urls),
+]
+
+handler400 = "core.views.handler400"
+handler404 = "core.views.handler404"
+handler500 = "core.views.handler500"

@@ -1,0 +1,1 @@
+"""Shared, non-domain building blocks: keys, tokens, field encryption, problem+json errors."""

@@ -1,0 +1,89 @@
+"""Request-wide concerns: request ids, body size limits, and a clean 503 when the database is down."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.db import InterfaceError, OperationalError
+
+from core.context import reset_request_id, set_request_id
+from core.problems import problem_response
+
+logger = logging.getLogger("exchange.requests")
+_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+
+
+class RequestIdMiddleware:
+    """Gives every request an id (the caller's X-Request-ID if it is sane), echoed in the response."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        incoming = request.headers.get("X-Request-ID", "")
+        request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        request.request_id = request_id
+        token = set_request_id(request_id)
+        try:
+            response = self.get_response(request)
+        finally:
+            reset_request_id(token)
+        response["X-Request-ID"] = request_id
+        return response
+
+
+class ApiBodyLimitMiddleware:
+    """Refuses an API body over its limit with 413 from Content-Length, before anything is read."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if request.path.startswith("/api/"):
+            limit = (
+                settings.EXCHANGE_MAX_UPLOAD_BYTES
+                if request.path.startswith("/api/v1/submissions")
+                else settings.EXCHANGE_MAX_JSON_BODY
+            )
+            length = request.META.get("CONTENT_LENGTH") or "0"
+            try:
+                size = int(length)
+            except ValueError:
+                return problem_response(400, "malformed_request", "Content-Length is not a number.")
+            if size > limit:
+                return problem_response(
+                    413, "payload_too_large", f"The body is {size} bytes; this endpoint accepts at most {limit}."
+                )
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        if isinstance(exception, RequestDataTooBig) and request.path.startswith("/api/"):
+            return problem_response(413, "payload_too_large", "The body is larger than this endpoint accepts.")
+        return None
+
+
+class DatabaseUnavailableMiddleware:
+    """Turns a lost database connection anywhere into a quick 503 that is safe to retry."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        try:
+            return self.get_response(request)
+        except (OperationalError, InterfaceError) as exc:
+            return self._unavailable(exc)
+
+    def process_exception(self, request, exception):
+        if isinstance(exception, (OperationalError, InterfaceError)):
+            return self._unavailable(exception)
+        return None
+
+    @staticmethod
+    def _unavailable(exc: Exception):
+        logger.warning("database unavailable: %s", type(exc).__name__)
+        return problem_response(503, "unavailable", "The database is unreachable; retrying is safe.", **{"Retry-After": "5"})

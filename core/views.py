@@ -1,0 +1,44 @@
+"""Health probes and URL-level error handlers."""
+
+from __future__ import annotations
+
+from django.db import connection
+from django.http import HttpResponse, JsonResponse
+from django.views.decorators.cache import never_cache
+from django.views.defaults import page_not_found, server_error
+
+from core.problems import problem_response
+
+
+@never_cache
+def healthz(request):
+    return JsonResponse({"status": "ok"})
+
+
+@never_cache
+def readyz(request):
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+    except Exception:  # noqa: BLE001 - any failure means not ready
+        return problem_response(503, "unavailable", "The database is unreachable.", **{"Retry-After": "5"})
+    return JsonResponse({"status": "ready"})
+
+
+def handler404(request, exception=None):
+    if request.path.startswith("/api/"):
+        return problem_response(404, "not_found", "No such resource.")
+    return page_not_found(request, exception)
+
+
+def handler500(request):
+    if request.path.startswith("/api/"):
+        return problem_response(500, "internal_error", "An internal error occurred; nothing was stored.")
+    return server_error(request)
+
+
+def handler400(request, exception=None):
+    if request.path.startswith("/api/"):
+        return problem_response(400, "malformed_request", "The request is malformed.")
+    return HttpResponse("Bad request", status=400, content_type="text/plain")

@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class MembersConfig(AppConfig):
+    name = "members"
+    verbose_name = "Members and API keys"
+    default_auto_field = "django.db.models.BigAutoField"

@@ -1,0 +1,64 @@
+"""Bearer API-key authentication: one indexed lookup by prefix, a constant-time hash compare."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.utils import timezone
+from rest_framework import authentication, exceptions
+
+from audit.models import Outcome
+from audit.services import audit_write
+from members.keys import key_matches, split_key
+from members.models import ApiKey
+
+# last_used_at is written at most this often per key, to keep the hot path read-only.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+def _refuse(reason: str, prefix: str = "", member_code: str = "") -> exceptions.AuthenticationFailed:
+    audit_write(
+        action="auth.authenticate",
+        actor=f"key:{prefix}" if prefix else "anonymous",
+        outcome=Outcome.DENIED,
+        member_code=member_code,
+        details={"why": reason},
+    )
+    messages = {
+        "malformed": "The API key is malformed.",
+        "unknown": "The API key is not valid.",
+        "revoked": "The API key has been revoked.",
+        "expired": "The API key has expired.",
+    }
+    return exceptions.AuthenticationFailed(messages[reason])
+
+
+class ApiKeyAuthentication(authentication.BaseAuthentication):
+    keyword = "Bearer"
+
+    def authenticate(self, request):
+        header = request.META.get("HTTP_AUTHORIZATION", "")
+        if not header:
+            return None
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise _refuse("malformed")
+        token = token.strip()
+        prefix = split_key(token)
+        if prefix is None:
+            raise _refuse("malformed")
+        key = ApiKey.objects.select_related("member").filter(prefix=prefix).first()
+        if key is None or not key_matches(token, key.key_hash):
+            raise _refuse("unknown", prefix)
+        now = timezone.now()
+        if key.revoked_at is not None:
+            raise _refuse("revoked", prefix, key.member.code)
+        if key.expires_at is not None and key.expires_at <= now:
+            raise _refuse("expired", prefix, key.member.code)
+        if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
+            ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+            key.last_used_at = now
+        return key.member, key
+
+    def authenticate_header(self, request):
+        return 'Bearer realm="api"'

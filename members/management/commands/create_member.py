@@ -1,0 +1,25 @@
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
+from django.db import IntegrityError
+
+from core.commands import cli_actor, print_json
+from members.models import Member, MemberKind
+from members.services import member_create
+
+
+class Command(BaseCommand):
+    help = "Create a member with an API key of both scopes; prints JSON {member, api_key}."
+
+    def add_arguments(self, parser):
+        parser.add_argument("code")
+        parser.add_argument("--name", required=True)
+        parser.add_argument("--kind", choices=MemberKind.values, default=MemberKind.OTHER)
+
+    def handle(self, *args, code, name, kind, **options):
+        if Member.objects.filter(code=code).exists():
+            raise CommandError(f"member {code} already exists")
+        try:
+            member, _key, full = member_create(code=code, name=name, kind=kind, actor=cli_actor("create_member"))
+        except (ValidationError, IntegrityError) as exc:
+            raise CommandError(f"cannot create member: {'; '.join(getattr(exc, 'messages', [str(exc)]))}") from None
+        print_json(self.stdout, {"member": member.code, "api_key": full})

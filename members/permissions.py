@@ -1,0 +1,47 @@
+"""Access rules for API calls: an active member, and the scope the endpoint needs."""
+
+from __future__ import annotations
+
+from rest_framework import exceptions, permissions
+
+from audit.models import Outcome
+from audit.services import audit_write
+
+
+class ScopeRequired(exceptions.PermissionDenied):
+    default_code = "scope_required"
+
+
+class MemberSuspended(exceptions.PermissionDenied):
+    default_code = "member_suspended"
+
+
+def _deny(request, view, why: str) -> None:
+    audit_write(
+        action="api.access",
+        actor=request.user.actor,
+        outcome=Outcome.DENIED,
+        member_code=request.user.code,
+        details={"why": why, "endpoint": getattr(view, "audit_name", type(view).__name__), "method": request.method},
+    )
+
+
+class IsActiveMember(permissions.BasePermission):
+    """Authenticated with a key, member not suspended, and the key holds the view's scope.
+
+    A view names its scope in `required_scope` (one for all methods) or
+    `required_scopes` (a dict by HTTP method); a view that names none accepts any scope.
+    """
+
+    def has_permission(self, request, view) -> bool:
+        if request.auth is None:
+            raise exceptions.NotAuthenticated()
+        member = request.user
+        if not member.is_active:
+            _deny(request, view, "member_suspended")
+            raise MemberSuspended("This member is suspended; contact the exchange.")
+        scope = getattr(view, "required_scopes", {}).get(request.method, getattr(view, "required_scope", None))
+        if scope and not request.auth.has_scope(scope):
+            _deny(request, view, "scope_required")
+            raise ScopeRequired(f"This call needs an API key with the '{scope}' scope.")
+        return True

@@ -1,0 +1,104 @@
+"""Operations on members and keys; each writes its audit event in the same transaction."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from audit.services import audit_write
+from members.keys import new_key
+from members.models import ApiKey, Member, MemberKind, MemberStatus, Scope
+
+
+def _clean_scopes(scopes: list[str]) -> str:
+    unknown = sorted(set(scopes) - set(Scope.values))
+    if unknown or not scopes:
+        raise ValidationError(f"scopes must be among {', '.join(Scope.values)}")
+    return ",".join(s for s in Scope.values if s in scopes)
+
+
+@transaction.atomic
+def api_key_issue(
+    *, member: Member, scopes: list[str], expires_days: int | None = None, actor: str
+) -> tuple[ApiKey, str]:
+    """Issue a key; returns the stored key and the full secret, which is shown once only."""
+    if expires_days is not None and expires_days < 1:
+        raise ValidationError("expires_days must be at least 1")
+    full, prefix, digest = new_key()
+    key = ApiKey.objects.create(
+        member=member,
+        prefix=prefix,
+        key_hash=digest,
+        scopes=_clean_scopes(scopes),
+        expires_at=timezone.now() + timedelta(days=expires_days) if expires_days else None,
+    )
+    audit_write(
+        action="api_key.issue",
+        actor=actor,
+        member_code=member.code,
+        object_type="api_key",
+        object_id=key.id,
+        details={"prefix": prefix, "scopes": key.scopes, "expires_at": key.expires_at.isoformat() if key.expires_at else None},
+    )
+    return key, full
+
+
+@transaction.atomic
+def member_create(*, code: str, name: str, kind: str = MemberKind.OTHER, actor: str) -> tuple[Member, ApiKey, str]:
+    """A new member with one key of both scopes."""
+    if kind not in MemberKind.values:
+        raise ValidationError(f"kind must be one of {', '.join(MemberKind.values)}")
+    if not name.strip():
+        raise ValidationError("name must not be empty")
+    member = Member(code=code, name=name.strip(), kind=kind)
+    member.full_clean()
+    member.save()
+    audit_write(
+        action="member.create",
+        actor=actor,
+        member_code=member.code,
+        object_type="member",
+        object_id=member.id,
+        details={"kind": kind},
+    )
+    key, full = api_key_issue(member=member, scopes=[Scope.SUBMIT, Scope.QUERY], actor=actor)
+    return member, key, full
+
+
+@transaction.atomic
+def api_key_revoke(*, key: ApiKey, actor: str) -> ApiKey:
+    key = ApiKey.objects.select_for_update().get(pk=key.pk)
+    if key.revoked_at is None:
+        key.revoked_at = timezone.now()
+        key.save(update_fields=["revoked_at"])
+    audit_write(
+        action="api_key.revoke",
+        actor=actor,
+        member_code=key.member.code,
+        object_type="api_key",
+        object_id=key.id,
+        details={"prefix": key.prefix},
+    )
+    return key
+
+
+@transaction.atomic
+def member_set_status(*, member: Member, status: str, actor: str) -> Member:
+    if status not in MemberStatus.values:
+        raise ValidationError(f"status must be one of {', '.join(MemberStatus.values)}")
+    member = Member.objects.select_for_update().get(pk=member.pk)
+    previous = member.status
+    member.status = status
+    member.save(update_fields=["status", "updated_at"])
+    audit_write(
+        action="member.set_status",
+        actor=actor,
+        member_code=member.code,
+        object_type="member",
+        object_id=member.id,
+        details={"from": previous, "to": status},
+    )
+    return member

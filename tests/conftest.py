@@ -1,0 +1,83 @@
+"""Shared fixtures: member personas with keys, API clients, and test-only database helpers."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+from rest_framework.test import APIClient
+
+from audit import triggers
+from members.models import Member, Scope
+from members.services import api_key_issue, member_create
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _allow_flush_of_audit_table():
+    """Transactional tests end with a flush (TRUNCATE/DELETE of every table), which the
+    append-only triggers refuse: for that flush alone, lift the triggers and put them back."""
+    ops_class = type(connection.ops)
+    original = ops_class.sql_flush
+
+    def sql_flush(self, style, tables, **kwargs):
+        sql = original(self, style, tables, **kwargs)
+        if triggers.TABLE not in tables:
+            return sql
+        vendor = self.connection.vendor
+        return triggers.statements(vendor, install=False) + list(sql) + triggers.statements(vendor, install=True)
+
+    ops_class.sql_flush = sql_flush
+    yield
+    ops_class.sql_flush = original
+
+
+def bearer(key: str) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+    return client
+
+
+class Persona:
+    def __init__(self, member: Member, key: str):
+        self.member = member
+        self.key = key
+        self.client = bearer(key)
+
+    @property
+    def code(self) -> str:
+        return self.member.code
+
+
+def make_persona(code: str, name: str, scopes: list[str] | None = None) -> Persona:
+    member, api_key, full = member_create(code=code, name=name, kind="bank", actor="test")
+    if scopes is not None and set(scopes) != {Scope.SUBMIT, Scope.QUERY}:
+        _key, full = api_key_issue(member=member, scopes=scopes, actor="test")
+    return Persona(member, full)
+
+
+@pytest.fixture
+def bank_a(db) -> Persona:
+    """The owner of the data under test."""
+    return make_persona("BANKA", "Bank A")
+
+
+@pytest.fixture
+def bank_b(db) -> Persona:
+    """A peer member, who must never see bank_a's data."""
+    return make_persona("BANKB", "Bank B")
+
+
+@pytest.fixture
+def outsider() -> APIClient:
+    """No key at all."""
+    return APIClient()
+
+
+@pytest.fixture
+def anon() -> APIClient:
+    return APIClient()
+
+
+def is_postgres() -> bool:
+    return connection.vendor == "postgresql"
+
+
