@@ -28,8 +28,8 @@ class AuditEvent(models.Model):
     outcome = models.CharField(max_length=8, choices=Outcome.choices, default=Outcome.OK)
     request_id = models.CharField(max_length=64, blank=True)
     details = models.JSONField(default=dict, blank=True)
-    prev_hash = models.CharField(max_length=64, null=True, blank=True)
-    hash = models.CharField(max_length=64, null=True, blank=True)
+    prev_hash = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001 - NULL until sealed
+    hash = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001 - NULL until sealed
 
     class Meta:
         ordering = ["id"]

@@ -81,9 +81,7 @@ def parse_field_keys(value: str) -> list[tuple[str, bytes]]:
         if not sep or not key_id:
             raise ImproperlyConfigured("EXCHANGE_FIELD_KEYS entries must look like keyid:base64")
         if not (1 <= len(key_id.encode()) <= 32) or not key_id.replace("-", "").replace("_", "").isalnum():
-            raise ImproperlyConfigured(
-                "EXCHANGE_FIELD_KEYS key ids must be 1-32 letters, digits, - or _"
-            )
+            raise ImproperlyConfigured("EXCHANGE_FIELD_KEYS key ids must be 1-32 letters, digits, - or _")
         if key_id in seen:
             raise ImproperlyConfigured(f"EXCHANGE_FIELD_KEYS names key id {key_id!r} twice")
         seen.add(key_id)

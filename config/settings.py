@@ -20,7 +20,7 @@ if DEBUG and not all(_secrets.values()):
     _dev = load_dev_keys(BASE_DIR / ".dev-keys.env")
     _secrets = {name: value or _dev.get(name) for name, value in _secrets.items()}
 
-SECRET_KEY = _secrets["SECRET_KEY"] or "unset-refused-by-system-check"  # noqa: S105
+SECRET_KEY = _secrets["SECRET_KEY"] or "unset-refused-by-system-check"
 SECRET_KEY_MISSING = _secrets["SECRET_KEY"] is None
 EXCHANGE_SUBJECT_KEY = _secrets["EXCHANGE_SUBJECT_KEY"]
 EXCHANGE_FIELD_KEYS = _secrets["EXCHANGE_FIELD_KEYS"]
@@ -96,9 +96,7 @@ DATABASES = {
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # SQLite is the zero-setup default: wait for the write lock instead of failing at once.
-    DATABASES["default"].setdefault("OPTIONS", {}).update(
-        {"timeout": 20, "transaction_mode": "IMMEDIATE"}
-    )
+    DATABASES["default"].setdefault("OPTIONS", {}).update({"timeout": 20, "transaction_mode": "IMMEDIATE"})
     DATABASES["default"]["CONN_MAX_AGE"] = 0
 else:
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)

@@ -25,7 +25,8 @@ def check_secrets(app_configs=None, **kwargs):
             errors.append(
                 Error(
                     f"{name} is not set.",
-                    hint=f"Set {name} in the environment (`manage.py generate_keys` makes one), or DEBUG=1 for development.",
+                    hint=f"Set {name} in the environment (`manage.py generate_keys` makes one), "
+                    "or DEBUG=1 for development.",
                     id="exchange.E001",
                 )
             )

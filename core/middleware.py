@@ -86,4 +86,6 @@ class DatabaseUnavailableMiddleware:
     @staticmethod
     def _unavailable(exc: Exception):
         logger.warning("database unavailable: %s", type(exc).__name__)
-        return problem_response(503, "unavailable", "The database is unreachable; retrying is safe.", **{"Retry-After": "5"})
+        return problem_response(
+            503, "unavailable", "The database is unreachable; retrying is safe.", **{"Retry-After": "5"}
+        )

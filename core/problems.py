@@ -142,8 +142,10 @@ def exception_handler(exc: Exception, context: dict) -> Response:
     if isinstance(exc, (Http404, exceptions.NotFound)):
         return _response(404, "not_found", "No such object.")
     if isinstance(exc, (exceptions.NotAuthenticated, exceptions.AuthenticationFailed)):
-        detail = str(exc.detail) if isinstance(exc, exceptions.AuthenticationFailed) else (
-            "Send an API key: Authorization: Bearer <key>."
+        detail = (
+            str(exc.detail)
+            if isinstance(exc, exceptions.AuthenticationFailed)
+            else ("Send an API key: Authorization: Bearer <key>.")
         )
         return _response(401, "authentication_failed", detail, headers={"WWW-Authenticate": 'Bearer realm="api"'})
     if isinstance(exc, exceptions.PermissionDenied | DjangoPermissionDenied):
@@ -154,23 +156,32 @@ def exception_handler(exc: Exception, context: dict) -> Response:
     if isinstance(exc, exceptions.Throttled):
         wait = int(exc.wait or 1) if exc.wait is not None else 1
         return _response(
-            429, "throttled", f"Request limit reached; retry in {wait} seconds.", headers={"Retry-After": str(max(wait, 1))}
+            429,
+            "throttled",
+            f"Request limit reached; retry in {wait} seconds.",
+            headers={"Retry-After": str(max(wait, 1))},
         )
     if isinstance(exc, exceptions.ParseError):
         return _response(400, "malformed_request", "The body is not valid JSON.")
     if isinstance(exc, exceptions.UnsupportedMediaType):
         return _response(415, "unsupported_media_type", str(exc.detail))
     if isinstance(exc, exceptions.MethodNotAllowed):
-        return _response(405, "method_not_allowed", str(exc.detail), headers={"Allow": ", ".join(context["view"].allowed_methods)})
+        return _response(
+            405, "method_not_allowed", str(exc.detail), headers={"Allow": ", ".join(context["view"].allowed_methods)}
+        )
     if isinstance(exc, exceptions.NotAcceptable):
         return _response(406, "not_acceptable", "Only application/json responses are available.")
     if isinstance(exc, exceptions.ValidationError):
-        return _response(422, "validation_failed", "The request has invalid fields; nothing was stored.", flatten_errors(exc.detail))
+        return _response(
+            422, "validation_failed", "The request has invalid fields; nothing was stored.", flatten_errors(exc.detail)
+        )
     if isinstance(exc, RequestDataTooBig):
         return _response(413, "payload_too_large", "The body is larger than this endpoint accepts.")
     if isinstance(exc, (OperationalError, InterfaceError)):
         logger.warning("database unavailable", exc_info=exc)
-        return _response(503, "unavailable", "The database is unreachable; retrying is safe.", headers={"Retry-After": "5"})
+        return _response(
+            503, "unavailable", "The database is unreachable; retrying is safe.", headers={"Retry-After": "5"}
+        )
     if isinstance(exc, exceptions.APIException):
         code = exc.get_codes() if isinstance(exc.get_codes(), str) else "error"
         return _response(exc.status_code, code, str(exc.detail))

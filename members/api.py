@@ -24,5 +24,3 @@ class MeView(APIView):
     @extend_schema(responses=MeSerializer, summary="Who is calling")
     def get(self, request):
         return Response(MeSerializer(request.auth).data)
-
-

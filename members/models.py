@@ -67,7 +67,9 @@ class Member(models.Model):
 class ApiKeyQuerySet(models.QuerySet):
     def usable(self) -> ApiKeyQuerySet:
         now = timezone.now()
-        return self.filter(revoked_at__isnull=True).filter(models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=now))
+        return self.filter(revoked_at__isnull=True).filter(
+            models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=now)
+        )
 
 
 class ApiKey(models.Model):

@@ -41,7 +41,11 @@ def api_key_issue(
         member_code=member.code,
         object_type="api_key",
         object_id=key.id,
-        details={"prefix": prefix, "scopes": key.scopes, "expires_at": key.expires_at.isoformat() if key.expires_at else None},
+        details={
+            "prefix": prefix,
+            "scopes": key.scopes,
+            "expires_at": key.expires_at.isoformat() if key.expires_at else None,
+        },
     )
     return key, full
 

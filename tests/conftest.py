@@ -48,7 +48,7 @@ class Persona:
 
 
 def make_persona(code: str, name: str, scopes: list[str] | None = None) -> Persona:
-    member, api_key, full = member_create(code=code, name=name, kind="bank", actor="test")
+    member, _api_key, full = member_create(code=code, name=name, kind="bank", actor="test")
     if scopes is not None and set(scopes) != {Scope.SUBMIT, Scope.QUERY}:
         _key, full = api_key_issue(member=member, scopes=scopes, actor="test")
     return Persona(member, full)
@@ -79,5 +79,3 @@ def anon() -> APIClient:
 
 def is_postgres() -> bool:
     return connection.vendor == "postgresql"
-
-

@@ -132,7 +132,7 @@ def test_the_key_secret_appears_nowhere_in_the_database(bank_a):
     with connection.cursor() as cursor:
         tables = connection.introspection.table_names(cursor)
         for table in tables:
-            cursor.execute(f'SELECT * FROM "{table}"')  # noqa: S608 - table names from introspection
+            cursor.execute(f'SELECT * FROM "{table}"')
             for row in cursor.fetchall():
                 assert secret not in repr(row), table
                 assert bank_a.key not in repr(row), table
