@@ -7,12 +7,12 @@ from audit.triggers import statements
 
 def install(apps, schema_editor):
     for sql in statements(schema_editor.connection.vendor, install=True):
-        schema_editor.execute(sql)
+        schema_editor.execute(sql, params=None)
 
 
 def uninstall(apps, schema_editor):
     for sql in statements(schema_editor.connection.vendor, install=False):
-        schema_editor.execute(sql)
+        schema_editor.execute(sql, params=None)
 
 
 class Migration(migrations.Migration):
