@@ -1,0 +1,524 @@
+"""The exchange's operations: submit and withdraw records, register and revoke consents, inquire.
+
+Each state change is one transaction that writes its audit event(s) beside the change; each
+refusal is audited in its own transaction before the error is raised.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from audit.models import AuditEvent, Outcome
+from audit.services import audit_bulk_write, audit_write
+from core.problems import Forbidden, Invalid, NotFound
+from core.tokens import blind_index
+from exchange.models import (
+    OPEN_STATUSES,
+    Consent,
+    Inquiry,
+    Record,
+    RecordStatus,
+    RecordVersion,
+)
+from exchange.validation import ParsedRecord, RecordErrors, format_money, parse_record, parse_subject
+from members.models import Member
+
+REFERENCE_PURPOSE = "member_reference"
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who acts: the member, and the audit actor string (API key prefix, staff user or command)."""
+
+    member: Member
+    actor: str
+
+
+def reference_index(member: Member, reference: str) -> str:
+    return blind_index(REFERENCE_PURPOSE, str(member.pk), reference)
+
+
+def _deny(caller: Caller, action: str, why: str, *, subject_token: str = "", object_type="", object_id="", **details):
+    """Audit a refused action in its own transaction (the refusal itself must be on record)."""
+    with transaction.atomic():
+        audit_write(
+            action=action,
+            actor=caller.actor,
+            outcome=Outcome.DENIED,
+            member_code=caller.member.code,
+            object_type=object_type,
+            object_id=object_id,
+            subject_token=subject_token,
+            details={"why": why, **details},
+        )
+
+
+# --- records -------------------------------------------------------------------------------
+
+
+def parse_batch(raw_records: Any) -> list[ParsedRecord]:
+    """Validate a whole batch; raise Invalid listing every error by index (nothing is stored)."""
+    errors: list[dict] = []
+    parsed: list[ParsedRecord] = []
+    seen: dict[str, int] = {}
+    for index, raw in enumerate(raw_records):
+        try:
+            record = parse_record(raw)
+        except RecordErrors as exc:
+            errors += [{"index": index, "field": field or None, "message": message} for field, message in exc.errors]
+            continue
+        first = seen.setdefault(record.member_reference, index)
+        if first != index:
+            errors.append(
+                {"index": index, "field": "member_reference", "message": f"repeats the reference of record {first}"}
+            )
+            continue
+        parsed.append(record)
+    if errors:
+        raise Invalid(errors)
+    return parsed
+
+
+def _apply(target: Any, record: ParsedRecord) -> None:
+    for name in (
+        "subject_token",
+        "id_type",
+        "name",
+        "product",
+        "currency",
+        "principal",
+        "amount_overdue",
+        "days_past_due",
+        "status",
+        "opened_on",
+        "delinquent_since",
+        "as_of",
+        "notice_sent_on",
+        "settled_on",
+        "payment_history",
+    ):
+        setattr(target, name, getattr(record, name))
+
+
+def records_store(
+    *, member: Member, actor: str, records: list[ParsedRecord], submission_id: uuid.UUID | None = None
+) -> list[dict]:
+    """Store validated records (new ones, or new versions by reference) with one audit event each.
+
+    Runs in the caller's transaction; returns one result per record, in order.
+    """
+    now = timezone.now()
+    indexes = [reference_index(member, r.member_reference) for r in records]
+    existing = {
+        rec.reference_index: rec
+        for rec in Record.objects.select_for_update().filter(member=member, reference_index__in=indexes)
+    }
+    new_records: list[Record] = []
+    changed: list[Record] = []
+    versions: list[RecordVersion] = []
+    events: list[AuditEvent] = []
+    results: list[dict] = []
+    for record, index in zip(records, indexes, strict=True):
+        current = existing.get(index)
+        created = current is None
+        if created:
+            current = Record(member=member, reference_index=index, member_reference=record.member_reference)
+            current.created_at = now
+            new_records.append(current)
+        else:
+            current.version += 1
+            current.withdrawn_at = None  # a new version of a withdrawn record reinstates it
+            current.withdraw_reason = None
+            changed.append(current)
+        _apply(current, record)
+        current.updated_at = now
+        version = RecordVersion(record=current, member=member, version=current.version, submission_id=submission_id)
+        _apply(version, record)
+        version.created_at = now
+        versions.append(version)
+        events.append(
+            AuditEvent(
+                action="record.submit",
+                actor=actor,
+                member_code=member.code,
+                object_type="record",
+                object_id=str(current.pk),
+                subject_token=record.subject_token,
+                details={"version": current.version, "created": created},
+            )
+        )
+        results.append({"id": str(current.pk), "version": current.version, "created": created})
+    Record.objects.bulk_create(new_records, batch_size=500)
+    for rec in changed:
+        rec.save()
+    RecordVersion.objects.bulk_create(versions, batch_size=500)
+    audit_bulk_write(events)
+    return results
+
+
+def records_submit(*, caller: Caller, raw_records: Any) -> list[dict]:
+    """`POST /records`: all or nothing. Returns [{"index","id","member_reference","version","created"}]."""
+    try:
+        parsed = parse_batch(raw_records)
+    except Invalid as exc:
+        _deny(caller, "record.submit", "validation_failed", records=len(raw_records), errors=len(exc.errors))
+        raise
+    for attempt in range(2):
+        try:
+            with transaction.atomic():
+                stored = records_store(member=caller.member, actor=caller.actor, records=parsed)
+            break
+        except IntegrityError:
+            # A concurrent batch created one of these references first: retry once as new versions.
+            if attempt == 1:
+                raise
+    return [
+        {
+            "index": i,
+            "id": s["id"],
+            "member_reference": r.member_reference,
+            "version": s["version"],
+            "created": s["created"],
+        }
+        for i, (r, s) in enumerate(zip(parsed, stored, strict=True))
+    ]
+
+
+def record_get(*, caller: Caller, record_id: Any) -> Record:
+    """A record of the caller's own; another member's record is 'not found', never 'forbidden'."""
+    try:
+        record_uuid = uuid.UUID(str(record_id))
+    except ValueError:
+        raise NotFound() from None
+    record = Record.objects.with_disputed().filter(pk=record_uuid, member=caller.member).first()
+    if record is None:
+        _deny(caller, "record.read", "not_found", object_type="record", object_id=str(record_uuid))
+        raise NotFound()
+    return record
+
+
+@transaction.atomic
+def record_withdraw(*, caller: Caller, record_id: Any, reason: str) -> Record:
+    record = record_get(caller=caller, record_id=record_id)
+    record = Record.objects.select_for_update().get(pk=record.pk)
+    already = record.withdrawn_at is not None
+    if not already:
+        record.withdrawn_at = timezone.now()
+        record.withdraw_reason = reason
+        record.updated_at = record.withdrawn_at
+        record.save(update_fields=["withdrawn_at", "withdraw_reason", "updated_at"])
+    audit_write(
+        action="record.withdraw",
+        actor=caller.actor,
+        member_code=caller.member.code,
+        object_type="record",
+        object_id=record.pk,
+        subject_token=record.subject_token,
+        details={"already_withdrawn": already, "version": record.version},
+    )
+    return Record.objects.with_disputed().get(pk=record.pk)
+
+
+# --- consents ------------------------------------------------------------------------------
+
+
+def _one_year_after(moment: datetime) -> datetime:
+    try:
+        return moment.replace(year=moment.year + 1)
+    except ValueError:  # 29 February
+        return moment.replace(year=moment.year + 1, day=28)
+
+
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+def parse_subject_or_invalid(raw: Any, *, field_prefix: str = "subject") -> tuple[str, str]:
+    """(id_type, token) of a request's subject, or a 422 naming the field."""
+    errors: list[tuple[str, str]] = []
+    parsed = parse_subject(raw, errors)
+    if errors or parsed is None:
+        raise Invalid([{"index": None, "field": f, "message": m} for f, m in errors])
+    id_type, token, _name = parsed
+    return id_type, token
+
+
+@transaction.atomic
+def consent_register(
+    *,
+    caller: Caller,
+    subject: Any,
+    purpose: str,
+    channel: str,
+    granted_at: datetime,
+    expires_at: datetime,
+    evidence_sha256: str,
+) -> Consent:
+    id_type, token = parse_subject_or_invalid(subject)
+    now = timezone.now()
+    errors = []
+    if granted_at > now + CLOCK_SKEW:
+        errors.append({"index": None, "field": "granted_at", "message": "must not be in the future"})
+    if expires_at <= granted_at:
+        errors.append({"index": None, "field": "expires_at", "message": "must be after granted_at"})
+    elif expires_at > _one_year_after(granted_at):
+        errors.append({"index": None, "field": "expires_at", "message": "must be at most one year after granted_at"})
+    if errors:
+        raise Invalid(errors)
+    consent = Consent.objects.create(
+        member=caller.member,
+        subject_token=token,
+        id_type=id_type,
+        purpose=purpose,
+        channel=channel,
+        evidence_sha256=evidence_sha256.lower(),
+        granted_at=granted_at,
+        expires_at=expires_at,
+    )
+    audit_write(
+        action="consent.register",
+        actor=caller.actor,
+        member_code=caller.member.code,
+        object_type="consent",
+        object_id=consent.pk,
+        subject_token=token,
+        details={"purpose": purpose, "channel": channel, "expires_at": expires_at.isoformat()},
+    )
+    return consent
+
+
+def consent_get(*, caller: Caller, consent_id: Any) -> Consent:
+    try:
+        consent_uuid = uuid.UUID(str(consent_id))
+    except ValueError:
+        raise NotFound() from None
+    consent = Consent.objects.filter(pk=consent_uuid, member=caller.member).first()
+    if consent is None:
+        _deny(caller, "consent.read", "not_found", object_type="consent", object_id=str(consent_uuid))
+        raise NotFound()
+    return consent
+
+
+@transaction.atomic
+def consent_revoke(*, caller: Caller, consent_id: Any) -> Consent:
+    consent = consent_get(caller=caller, consent_id=consent_id)
+    consent = Consent.objects.select_for_update().get(pk=consent.pk)
+    already = consent.revoked_at is not None
+    if not already:
+        consent.revoked_at = timezone.now()
+        consent.save(update_fields=["revoked_at"])
+    audit_write(
+        action="consent.revoke",
+        actor=caller.actor,
+        member_code=caller.member.code,
+        object_type="consent",
+        object_id=consent.pk,
+        subject_token=consent.subject_token,
+        details={"already_revoked": already},
+    )
+    return consent
+
+
+# --- inquiries -----------------------------------------------------------------------------
+
+# Upper bound, in days, of each late-payment code of a payment history.
+_CODE_DAYS = {"1": 30, "2": 60, "3": 90, "4": 120, "5": 150, "6": 180, "7": 180}
+
+
+def _months_before(day: date, months: int) -> date:
+    month_index = day.year * 12 + day.month - 1 - months
+    year, month = divmod(month_index, 12)
+    return date(year, month + 1, min(day.day, 28))
+
+
+def build_report(rows: list[dict], *, member: Member, today: date) -> tuple[dict, list[dict], list[str]]:
+    """Summary and lines of a report from the visible records (dicts from `.values()`)."""
+    lines, line_records = [], []
+    open_count, open_members = 0, set()
+    worst, max_24m = 0, 0
+    overdue: dict[str, int] = defaultdict(int)
+    settled = written_off = disputed = 0
+    last_since: date | None = None
+    horizon = _months_before(today, 24)
+    for number, row in enumerate(rows):
+        status = row["status"]
+        if status in OPEN_STATUSES:
+            open_count += 1
+            open_members.add(row["member_id"])
+            worst = max(worst, row["days_past_due"])
+            overdue[row["currency"]] += row["amount_overdue"]
+        elif status == RecordStatus.SETTLED:
+            settled += 1
+        elif status == RecordStatus.WRITTEN_OFF:
+            written_off += 1
+        if row["as_of"] >= horizon:
+            max_24m = max(
+                max_24m, row["days_past_due"], *(_CODE_DAYS.get(code, 0) for code in row["payment_history"] or "0")
+            )
+        disputed += bool(row["disputed"])
+        last_since = max(last_since, row["delinquent_since"]) if last_since else row["delinquent_since"]
+        lines.append(
+            {
+                "line": number,
+                "product": row["product"],
+                "status": status,
+                "days_past_due": row["days_past_due"],
+                "currency": row["currency"],
+                "amount_overdue": format_money(row["amount_overdue"]),
+                "opened_on": row["opened_on"].isoformat(),
+                "delinquent_since": row["delinquent_since"].isoformat(),
+                "as_of": row["as_of"].isoformat(),
+                "settled_on": row["settled_on"].isoformat() if row["settled_on"] else None,
+                "disputed": bool(row["disputed"]),
+                "reported_by_you": row["member_id"] == member.pk,
+            }
+        )
+        line_records.append(str(row["id"]))
+    summary = {
+        "open_delinquencies": open_count,
+        "institutions_with_open": len(open_members),
+        "worst_days_past_due": worst,
+        "total_amount_overdue": [
+            {"currency": currency, "amount": format_money(cents)} for currency, cents in sorted(overdue.items())
+        ],
+        "settled_count": settled,
+        "written_off_count": written_off,
+        "max_days_past_due_24m": max_24m,
+        "last_delinquent_since": last_since.isoformat() if last_since else None,
+        "disputed_count": disputed,
+    }
+    return summary, lines, line_records
+
+
+def inquiry_counts(*, member: Member, subject_token: str, now: datetime) -> dict:
+    """Earlier inquiries on the subject by other members: the multi-lending signal."""
+    counts = (
+        Inquiry.objects.filter(subject_token=subject_token, created_at__gte=now - timedelta(days=90))
+        .exclude(member=member)
+        .aggregate(
+            last_7_days=Count("id", filter=Q(created_at__gte=now - timedelta(days=7))),
+            last_30_days=Count("id", filter=Q(created_at__gte=now - timedelta(days=30))),
+            last_90_days=Count("id"),
+            institutions_last_90_days=Count("member", distinct=True),
+        )
+    )
+    return {
+        key: counts[key] or 0 for key in ("last_7_days", "last_30_days", "last_90_days", "institutions_last_90_days")
+    }
+
+
+def _check_reciprocity(caller: Caller, token: str, now: datetime) -> None:
+    days = settings.EXCHANGE_RECIPROCITY_DAYS
+    if days <= 0:
+        return
+    if not RecordVersion.objects.filter(member=caller.member, created_at__gte=now - timedelta(days=days)).exists():
+        _deny(caller, "inquiry.create", "reciprocity_required", subject_token=token, days=days)
+        raise Forbidden(
+            "reciprocity_required",
+            f"Members may query only if they furnished a record in the last {days} days.",
+        )
+
+
+def inquiry_create(*, caller: Caller, subject: Any, consent_id: Any, purpose: str) -> Inquiry:
+    """Check consent (and reciprocity), build the report, store and audit the inquiry."""
+    _id_type, token = parse_subject_or_invalid(subject)
+    now = timezone.now()
+    _check_reciprocity(caller, token, now)
+    consent = None
+    try:
+        consent = Consent.objects.filter(pk=uuid.UUID(str(consent_id))).first()
+    except ValueError:
+        pass
+    why = (
+        consent.refusal_for(member=caller.member, subject_token=token, purpose=purpose, now=now)
+        if consent
+        else "not_found"
+    )
+    if why:
+        _deny(caller, "inquiry.create", f"consent_{why}", subject_token=token, purpose=purpose)
+        raise Forbidden(
+            "consent_required",
+            "No active consent registered by you for this subject and purpose; register one first.",
+        )
+    rows = list(
+        Record.objects.visible_for_inquiry(token, now)
+        .order_by("-delinquent_since", "id")
+        .values(
+            "id",
+            "member_id",
+            "product",
+            "status",
+            "days_past_due",
+            "currency",
+            "amount_overdue",
+            "opened_on",
+            "delinquent_since",
+            "as_of",
+            "settled_on",
+            "payment_history",
+            "disputed",
+        )
+    )
+    summary, lines, line_records = build_report(rows, member=caller.member, today=now.date())
+    result = {
+        "subject_found": bool(rows),
+        "summary": summary,
+        "records": lines,
+        "inquiries": inquiry_counts(member=caller.member, subject_token=token, now=now),
+    }
+    with transaction.atomic():
+        inquiry = Inquiry.objects.create(
+            member=caller.member,
+            subject_token=token,
+            consent=consent,
+            purpose=purpose,
+            created_at=now,
+            result=result,
+            line_records=line_records,
+        )
+        audit_write(
+            action="inquiry.create",
+            actor=caller.actor,
+            member_code=caller.member.code,
+            object_type="inquiry",
+            object_id=inquiry.pk,
+            subject_token=token,
+            details={"purpose": purpose, "consent": str(consent.pk), "lines": len(lines)},
+        )
+    return inquiry
+
+
+def inquiry_get(*, caller: Caller, inquiry_id: Any) -> Inquiry:
+    try:
+        inquiry_uuid = uuid.UUID(str(inquiry_id))
+    except ValueError:
+        raise NotFound() from None
+    inquiry = Inquiry.objects.filter(pk=inquiry_uuid, member=caller.member).first()
+    if inquiry is None:
+        _deny(caller, "inquiry.read", "not_found", object_type="inquiry", object_id=str(inquiry_uuid))
+        raise NotFound()
+    return inquiry
+
+
+def audit_read(
+    caller: Caller, action: str, *, object_type: str = "", object_id: Any = "", subject_token: str = "", **details
+) -> None:
+    """Reads are audited too (who looked at what), each in its own short transaction."""
+    with transaction.atomic():
+        audit_write(
+            action=action,
+            actor=caller.actor,
+            member_code=caller.member.code,
+            object_type=object_type,
+            object_id=object_id,
+            subject_token=subject_token,
+            details=details,
+        )

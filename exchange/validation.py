@@ -1,0 +1,292 @@
+"""Parsing and validating one delinquency record: the single code path for JSON batches and bulk files.
+
+Plain Python rather than a DRF serializer: bulk files run every row through this, so it must be
+fast, and its messages must be exact. Messages never quote an identifier, a name or a reference.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from django.utils import timezone
+
+from core.identifiers import IdentifierError, normalize_subject
+from core.tokens import subject_token
+from exchange.currencies import ISO_4217
+from exchange.models import PAYMENT_CODES, Product, RecordStatus
+
+RECORD_FIELDS = frozenset(
+    {
+        "member_reference",
+        "subject",
+        "product",
+        "currency",
+        "principal",
+        "amount_overdue",
+        "days_past_due",
+        "status",
+        "opened_on",
+        "delinquent_since",
+        "as_of",
+        "notice_sent_on",
+        "settled_on",
+        "payment_history",
+    }
+)
+SUBJECT_FIELDS = frozenset({"id_type", "id_number", "name", "country"})
+REQUIRED_DATES = ("opened_on", "delinquent_since", "as_of", "notice_sent_on")
+MAX_CENTS = 10**18 - 1  # fits a signed 64-bit integer with room to sum
+_MONEY_RE = re.compile(r"^(\d{1,16})(?:\.(\d{1,2}))?$")
+_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+_PRODUCTS = frozenset(Product.values)
+_STATUSES = frozenset(RecordStatus.values)
+_ENDED = frozenset({RecordStatus.SETTLED, RecordStatus.WRITTEN_OFF})
+
+
+def latest_today() -> date:
+    """The latest calendar date anywhere on earth (UTC+14): 'in the future' means after it,
+    so a lender east of UTC can report today's date at any hour."""
+    return (timezone.now() + timedelta(hours=14)).date()
+
+
+@dataclass(slots=True)
+class ParsedRecord:
+    member_reference: str
+    id_type: str
+    subject_token: str
+    name: str | None
+    product: str
+    currency: str
+    principal: int  # minor units (cents)
+    amount_overdue: int
+    days_past_due: int
+    status: str
+    opened_on: date
+    delinquent_since: date
+    as_of: date
+    notice_sent_on: date
+    settled_on: date | None
+    payment_history: str
+
+
+class RecordErrors(Exception):
+    def __init__(self, errors: list[tuple[str, str]]):
+        super().__init__(f"{len(errors)} errors")
+        self.errors = errors
+
+
+def parse_money(value: Any) -> int:
+    if isinstance(value, bool) or isinstance(value, float):
+        raise ValueError('must be a decimal string such as "5000.00"')
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("must be 0 or more")
+        cents = value * 100
+    elif isinstance(value, str):
+        text = value.strip()
+        if text.startswith("-"):
+            raise ValueError("must be 0 or more")
+        match = _MONEY_RE.match(text)
+        if not match:
+            raise ValueError('must be a decimal string with at most 2 decimal places, such as "5000.00"')
+        cents = int(match.group(1)) * 100 + int((match.group(2) or "0").ljust(2, "0"))
+    else:
+        raise ValueError('must be a decimal string such as "5000.00"')
+    if cents > MAX_CENTS:
+        raise ValueError("is too large")
+    return cents
+
+
+def format_money(cents: int) -> str:
+    return f"{cents // 100}.{cents % 100:02d}"
+
+
+def parse_date(value: Any) -> date:
+    if not isinstance(value, str) or not _DATE_RE.match(value):
+        raise ValueError("must be a date in the form YYYY-MM-DD")
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ValueError("is not a real date") from None
+
+
+def parse_datetime(value: Any) -> datetime:
+    if not isinstance(value, str) or len(value) > 40:
+        raise ValueError("must be an ISO 8601 date-time")
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError("must be an ISO 8601 date-time") from None
+    if timezone.is_naive(parsed):
+        raise ValueError("must include a time zone offset, e.g. 2026-01-31T09:00:00+08:00")
+    return parsed
+
+
+def _text(value: Any, *, max_length: int, what: str = "text") -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"must be {what}")
+    if _CONTROL_RE.search(value):
+        raise ValueError("must not contain control characters")
+    if not value.strip():
+        raise ValueError("must not be empty")
+    if len(value) > max_length:
+        raise ValueError(f"must be at most {max_length} characters")
+    return value
+
+
+def parse_payment_history(value: Any) -> str:
+    if isinstance(value, list):
+        if not all(isinstance(code, str) and len(code) == 1 for code in value):
+            raise ValueError("must be a string of codes or a list of one-character codes")
+        value = "".join(value)
+    if not isinstance(value, str):
+        raise ValueError("must be a string of monthly codes, oldest first")
+    value = value.upper()
+    if len(value) > 24:
+        raise ValueError("holds at most 24 monthly codes")
+    bad = sorted({code for code in value if code not in PAYMENT_CODES})
+    if bad:
+        raise ValueError(f"has unknown codes {', '.join(repr(c) for c in bad)}; use N, 1-7, C, B, D, Z or *")
+    return value
+
+
+def parse_subject(raw: Any, errors: list[tuple[str, str]]) -> tuple[str, str, str | None] | None:
+    """Returns (id_type, token, name) or None, appending errors as ("subject.x", message)."""
+    if not isinstance(raw, dict):
+        errors.append(("subject", "must be an object with id_type and id_number"))
+        return None
+    for key in raw:
+        if key not in SUBJECT_FIELDS:
+            errors.append((f"subject.{key}", "is not a known field"))
+    name = None
+    if raw.get("name") is not None:
+        try:
+            name = _text(raw["name"], max_length=200)
+        except ValueError as exc:
+            errors.append(("subject.name", str(exc)))
+    id_type, id_number, country = raw.get("id_type"), raw.get("id_number"), raw.get("country")
+    if id_type is None:
+        errors.append(("subject.id_type", "is required"))
+        return None
+    if id_number is None:
+        errors.append(("subject.id_number", "is required"))
+        return None
+    try:
+        normalised, country = normalize_subject(id_type, id_number, country)
+    except IdentifierError as exc:
+        errors.append((f"subject.{exc.field}", exc.message))
+        return None
+    return id_type, subject_token(id_type, normalised, country), name
+
+
+def parse_record(raw: Any, *, today: date | None = None) -> ParsedRecord:
+    """Validate one record; raise RecordErrors listing every problem as (field, message)."""
+    if not isinstance(raw, dict):
+        raise RecordErrors([("", "must be an object")])
+    today = today or latest_today()
+    errors: list[tuple[str, str]] = []
+    values: dict[str, Any] = {}
+
+    for key in raw:
+        if key not in RECORD_FIELDS:
+            errors.append((str(key)[:64], "is not a known field"))
+
+    def field(name: str, parse, *, required: bool = True, default: Any = None) -> None:
+        value = raw.get(name)
+        if value is None:
+            if required:
+                errors.append((name, "is required"))
+            else:
+                values[name] = default
+            return
+        try:
+            values[name] = parse(value)
+        except ValueError as exc:
+            errors.append((name, str(exc)))
+
+    field("member_reference", lambda v: _text(v, max_length=64, what="a string of 1 to 64 characters"))
+    subject = parse_subject(raw.get("subject"), errors) if "subject" in raw else None
+    if "subject" not in raw:
+        errors.append(("subject", "is required"))
+    field("product", lambda v: _choice(v, _PRODUCTS))
+    field("currency", _currency, required=False, default="CNY")
+    field("principal", parse_money)
+    field("amount_overdue", parse_money)
+    field("days_past_due", _non_negative_int)
+    field("status", lambda v: _choice(v, _STATUSES))
+    for name in REQUIRED_DATES:
+        field(name, parse_date)
+    field("settled_on", parse_date, required=False)
+    field("payment_history", parse_payment_history, required=False, default="")
+
+    for name in (*REQUIRED_DATES, "settled_on"):
+        if values.get(name) and values[name] > today:
+            errors.append((name, "must not be in the future"))
+    opened, since, as_of = values.get("opened_on"), values.get("delinquent_since"), values.get("as_of")
+    if opened and since and opened > since:
+        errors.append(("delinquent_since", "must be on or after opened_on"))
+    if since and as_of and since > as_of:
+        errors.append(("as_of", "must be on or after delinquent_since"))
+    notice = values.get("notice_sent_on")
+    if notice and as_of and notice > as_of:
+        errors.append(("notice_sent_on", "must be on or before as_of: the borrower is told before reporting"))
+    status = values.get("status")
+    if (
+        status in _ENDED
+        and "settled_on" in values
+        and values["settled_on"] is None
+        and "settled_on" not in {e[0] for e in errors}
+    ):
+        errors.append(("settled_on", f"is required when status is {status}"))
+    if status and status not in _ENDED and raw.get("settled_on") is not None:
+        errors.append(("settled_on", f"must be absent when status is {status}"))
+
+    if errors:
+        raise RecordErrors(errors)
+    id_type, token, name = subject
+    return ParsedRecord(
+        member_reference=values["member_reference"],
+        id_type=id_type,
+        subject_token=token,
+        name=name,
+        product=values["product"],
+        currency=values["currency"],
+        principal=values["principal"],
+        amount_overdue=values["amount_overdue"],
+        days_past_due=values["days_past_due"],
+        status=status,
+        opened_on=opened,
+        delinquent_since=since,
+        as_of=as_of,
+        notice_sent_on=notice,
+        settled_on=values["settled_on"],
+        payment_history=values["payment_history"],
+    )
+
+
+def _choice(value: Any, allowed: frozenset) -> str:
+    if not isinstance(value, str) or value not in allowed:
+        raise ValueError(f"must be one of {', '.join(sorted(allowed))}")
+    return value
+
+
+def _currency(value: Any) -> str:
+    if not isinstance(value, str) or value.upper() not in ISO_4217:
+        raise ValueError("must be an ISO 4217 currency code such as CNY")
+    return value.upper()
+
+
+def _non_negative_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, str) and value.isdigit() and len(value) <= 6:
+            return int(value)
+        raise ValueError("must be a whole number, 0 or more")
+    if value < 0:
+        raise ValueError("must be 0 or more")
+    if value > 100_000:
+        raise ValueError("is implausibly large")
+    return value
