@@ -33,6 +33,7 @@ class AuditEvent(models.Model):
 
     class Meta:
         ordering = ["id"]
+        permissions = [("export_auditevent", "Can download audit exports and run chain verification")]
         indexes = [models.Index(fields=["seq"], name="audit_unsealed_idx", condition=models.Q(seq__isnull=True))]
         constraints = [
             models.CheckConstraint(

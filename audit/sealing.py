@@ -1,6 +1,186 @@
-"""Sealing committed audit events into the hash chain (completed by the audit-chain work)."""
+"""Sealing committed audit events into the hash chain, and signing checkpoints of it.
+
+The hot path only inserts events. After commit, `seal_soon()` gives the committed, unsealed
+events (in id order, at sealing time) the next chain positions, their `prev_hash` and `hash`,
+under a non-blocking lock: one sealer at a time, the others return at once and leave their
+events to it. `seal_pending()` is the blocking backstop (the `seal_audit` command and the
+worker call it) and ends with a signed checkpoint of the newest event.
+
+A lower id that commits after a higher id was sealed simply gets a later position: positions
+are given in sealing order, never taken from the id, and verification follows `seq`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connection, transaction
+from django.utils import timezone
+
+from audit.chain import GENESIS, NotCanonical, event_hash
+from audit.models import AuditEvent, Checkpoint
+from audit.signing import sign_checkpoint
+
+logger = logging.getLogger(__name__)
+
+# pg advisory lock key for "the audit sealer" (ASCII "auditsea" would not fit; any fixed bigint does).
+ADVISORY_LOCK_KEY = 0x61756469745345
+BATCH_SIZE = 1000
+# The hot path seals at most this many batches per call; a larger backlog is left to the next
+# commit or the backstop, so one unlucky request never carries a long sealing run.
+HOT_PATH_MAX_BATCHES = 10
+CHECKPOINT_INTERVAL = timedelta(seconds=1)
+
+# One sealer per process at a time: other threads of the process return without a database round trip.
+_process_lock = threading.Lock()
+_last_checkpoint_monotonic = 0.0
+
+
+@dataclass
+class SealResult:
+    sealed: int = 0
+    checkpoint: Checkpoint | None = None
+    last_seq: int = 0
+    busy: bool = False  # another sealer held the lock (only when not waiting)
 
 
 def seal_soon() -> None:
-    """Called after every commit that wrote events. Sealing itself is not built yet."""
-    return None
+    """After-commit hook: seal what is committed, if no other sealer is at it. Never raises."""
+    try:
+        for _round in range(HOT_PATH_MAX_BATCHES):
+            if not _process_lock.acquire(blocking=False):
+                return
+            try:
+                result = _seal(wait=False, checkpoint="interval", max_batches=HOT_PATH_MAX_BATCHES)
+            finally:
+                _process_lock.release()
+            if result.busy or result.sealed >= BATCH_SIZE * HOT_PATH_MAX_BATCHES:
+                return
+            # An event that committed while we held the lock found it busy and left it to us:
+            # look once more now the lock is free (whoever takes it next does the same).
+            if not AuditEvent.objects.filter(seq__isnull=True).exists():
+                return
+    except Exception:
+        logger.exception("audit sealing after commit failed; `seal_audit` will seal the events")
+
+
+def seal_pending(*, checkpoint: bool = True) -> SealResult:
+    """Seal every committed, unsealed event, waiting for any running sealer; then (by default)
+    make sure the newest sealed event has a signed checkpoint. For `seal_audit` and the worker."""
+    with _process_lock:
+        return _seal(wait=True, checkpoint="newest" if checkpoint else "none", max_batches=None)
+
+
+def pending_count() -> int:
+    return AuditEvent.objects.filter(seq__isnull=True).count()
+
+
+def _seal(*, wait: bool, checkpoint: str, max_batches: int | None) -> SealResult:
+    result = SealResult()
+    batches = 0
+    while True:
+        with transaction.atomic():
+            if not _lock(wait=wait):
+                result.busy = True
+                return result
+            sealed, last_seq, last_hash = _seal_batch()
+            result.sealed += sealed
+            result.last_seq = last_seq
+            batches += 1
+            done = sealed < BATCH_SIZE or (max_batches is not None and batches >= max_batches)
+            if checkpoint == "interval" and sealed:
+                result.checkpoint = _checkpoint_if_due(last_seq, last_hash) or result.checkpoint
+            elif checkpoint == "newest" and done and last_seq:
+                result.checkpoint = _checkpoint_newest(last_seq, last_hash)
+        if done:
+            return result
+
+
+def _lock(*, wait: bool) -> bool:
+    if connection.vendor != "postgresql":
+        # SQLite: the process lock is held by the caller, and the transaction (BEGIN IMMEDIATE,
+        # see settings) holds the database's write lock, which serialises sealers across processes.
+        return True
+    function = "pg_advisory_xact_lock" if wait else "pg_try_advisory_xact_lock"
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {function}(%s)", [ADVISORY_LOCK_KEY])
+        row = cursor.fetchone()
+    return wait or bool(row[0])
+
+
+def _seal_batch() -> tuple[int, int, str]:
+    """Seal up to BATCH_SIZE committed events; returns (count, newest seq, newest hash)."""
+    last = AuditEvent.objects.filter(seq__isnull=False).order_by("-seq").values_list("seq", "hash").first()
+    seq, prev = last if last else (0, GENESIS)
+    events = list(AuditEvent.objects.filter(seq__isnull=True).order_by("id")[:BATCH_SIZE])
+    rows = []
+    for event in events:
+        seq += 1
+        event.seq = seq
+        try:
+            digest = event_hash(event, prev)
+        except NotCanonical as exc:
+            raise NotCanonical(f"audit event id {event.id} cannot be sealed: {exc}") from exc
+        rows.append((event.id, seq, prev, digest))
+        prev = digest
+    if rows:
+        _write_seals(rows)
+    return len(rows), seq, prev
+
+
+def _write_seals(rows: list[tuple[int, int, str, str]]) -> None:
+    table = AuditEvent._meta.db_table
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            values = ", ".join(["(%s::bigint, %s::bigint, %s::varchar, %s::varchar)"] * len(rows))
+            cursor.execute(
+                f"UPDATE {table} AS e SET seq = v.seq, prev_hash = v.prev_hash, hash = v.hash "  # noqa: S608 - fixed names
+                f"FROM (VALUES {values}) AS v(id, seq, prev_hash, hash) WHERE e.id = v.id AND e.seq IS NULL",
+                [value for row in rows for value in row],
+            )
+        else:
+            cursor.executemany(
+                f"UPDATE {table} SET seq = %s, prev_hash = %s, hash = %s WHERE id = %s AND seq IS NULL",  # noqa: S608
+                [(seq, prev, digest, event_id) for event_id, seq, prev, digest in rows],
+            )
+        updated = cursor.rowcount
+    if updated != len(rows):
+        # Someone else sealed some of them (a sealer that ignored the lock): give up this batch.
+        raise RuntimeError(f"audit sealing expected to seal {len(rows)} events, sealed {updated}")
+
+
+def _sign(seq: int, digest: str) -> Checkpoint:
+    global _last_checkpoint_monotonic
+    signed_at = timezone.now()
+    public_key, signature = sign_checkpoint(seq=seq, hash=digest, signed_at=signed_at)
+    checkpoint = Checkpoint.objects.create(
+        seq=seq, hash=digest, signed_at=signed_at, public_key=public_key, signature=signature
+    )
+    _last_checkpoint_monotonic = time.monotonic()
+    return checkpoint
+
+
+def _checkpoint_if_due(seq: int, digest: str) -> Checkpoint | None:
+    """At most about one checkpoint a second under load (per process without asking the database)."""
+    if time.monotonic() - _last_checkpoint_monotonic < CHECKPOINT_INTERVAL.total_seconds():
+        return None
+    newest = Checkpoint.objects.order_by("-id").values_list("signed_at", flat=True).first()
+    if newest is not None and timezone.now() - newest < CHECKPOINT_INTERVAL:
+        return None
+    try:
+        return _sign(seq, digest)
+    except ImproperlyConfigured:
+        logger.exception("audit checkpoint not signed: the signing key is missing or malformed")
+        return None
+
+
+def _checkpoint_newest(seq: int, digest: str) -> Checkpoint:
+    newest = Checkpoint.objects.order_by("-seq", "-id").first()
+    if newest is not None and newest.seq == seq and newest.hash == digest:
+        return newest
+    return _sign(seq, digest)

@@ -4,9 +4,17 @@ The only UPDATE allowed is the one-time seal: `seq`, `prev_hash` and `hash` go f
 values while every other column stays as it was. DELETE is refused, and TRUNCATE too on
 PostgreSQL (unless the table's owner sets `exchange.audit_maintenance` in its session, which
 an owner could achieve anyway by disabling the trigger; the application role is not the owner).
+Signed checkpoints are append-only outright: no UPDATE, DELETE or TRUNCATE.
+
+Only the table's owner (or a superuser) can drop or disable these triggers: the application
+connects as a role that does not own the tables and holds only the rights `app_role_grants` lists.
 """
 
+import re
+
 TABLE = "audit_auditevent"
+CHECKPOINT_TABLE = "audit_checkpoint"
+SEAL_COLUMNS = ("seq", "prev_hash", "hash")
 IMMUTABLE_COLUMNS = (
     "id",
     "occurred_at",
@@ -70,9 +78,90 @@ SQLITE_UNINSTALL = [
 ]
 
 
-def statements(vendor: str, *, install: bool) -> list[str]:
+POSTGRES_CHECKPOINT_INSTALL = [
+    """
+CREATE OR REPLACE FUNCTION audit_checkpoint_guard() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF TG_OP = 'TRUNCATE' AND pg_has_role(current_user, (SELECT relowner FROM pg_class WHERE oid = TG_RELID), 'USAGE')
+     AND current_setting('exchange.audit_maintenance', true) = 'on' THEN
+    RETURN NULL;
+  END IF;
+  RAISE EXCEPTION 'audit checkpoints are append-only: % refused', TG_OP USING ERRCODE = 'insufficient_privilege';
+END;
+$$;
+""",
+    f"CREATE TRIGGER audit_checkpoint_append_only BEFORE UPDATE OR DELETE ON {CHECKPOINT_TABLE} "
+    "FOR EACH ROW EXECUTE FUNCTION audit_checkpoint_guard();",
+    f"CREATE TRIGGER audit_checkpoint_no_truncate BEFORE TRUNCATE ON {CHECKPOINT_TABLE} "
+    "FOR EACH STATEMENT EXECUTE FUNCTION audit_checkpoint_guard();",
+]
+POSTGRES_CHECKPOINT_UNINSTALL = [
+    f"DROP TRIGGER IF EXISTS audit_checkpoint_no_truncate ON {CHECKPOINT_TABLE};",
+    f"DROP TRIGGER IF EXISTS audit_checkpoint_append_only ON {CHECKPOINT_TABLE};",
+    "DROP FUNCTION IF EXISTS audit_checkpoint_guard();",
+]
+SQLITE_CHECKPOINT_INSTALL = [
+    f"""
+CREATE TRIGGER audit_checkpoint_no_update BEFORE UPDATE ON {CHECKPOINT_TABLE}
+BEGIN SELECT RAISE(ABORT, 'audit checkpoints are append-only: UPDATE refused'); END;
+""",
+    f"""
+CREATE TRIGGER audit_checkpoint_no_delete BEFORE DELETE ON {CHECKPOINT_TABLE}
+BEGIN SELECT RAISE(ABORT, 'audit checkpoints are append-only: DELETE refused'); END;
+""",
+]
+SQLITE_CHECKPOINT_UNINSTALL = [
+    "DROP TRIGGER IF EXISTS audit_checkpoint_no_delete;",
+    "DROP TRIGGER IF EXISTS audit_checkpoint_no_update;",
+]
+
+
+def _pick(vendor: str, postgres: list[str], sqlite: list[str]) -> list[str]:
     if vendor == "postgresql":
-        return POSTGRES_INSTALL if install else POSTGRES_UNINSTALL
+        return postgres
     if vendor == "sqlite":
-        return SQLITE_INSTALL if install else SQLITE_UNINSTALL
+        return sqlite
     raise NotImplementedError(f"no audit triggers for {vendor}")
+
+
+def event_statements(vendor: str, *, install: bool) -> list[str]:
+    """The audit event table's triggers (migration 0002)."""
+    if install:
+        return _pick(vendor, POSTGRES_INSTALL, SQLITE_INSTALL)
+    return _pick(vendor, POSTGRES_UNINSTALL, SQLITE_UNINSTALL)
+
+
+def checkpoint_statements(vendor: str, *, install: bool) -> list[str]:
+    """The checkpoint table's triggers (migration 0003)."""
+    if install:
+        return _pick(vendor, POSTGRES_CHECKPOINT_INSTALL, SQLITE_CHECKPOINT_INSTALL)
+    return _pick(vendor, POSTGRES_CHECKPOINT_UNINSTALL, SQLITE_CHECKPOINT_UNINSTALL)
+
+
+def statements(vendor: str, *, install: bool) -> list[str]:
+    """Every audit trigger: what a test flush lifts and puts back."""
+    if install:
+        return event_statements(vendor, install=True) + checkpoint_statements(vendor, install=True)
+    return checkpoint_statements(vendor, install=False) + event_statements(vendor, install=False)
+
+
+_ROLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]{0,62}")
+
+
+def app_role_grants(role: str) -> list[str]:
+    """PostgreSQL rights on the audit tables for the application's role, which must not own them:
+    read and insert events and checkpoints, and update only the three seal columns (the trigger
+    further limits that to the one-time seal). No DELETE, TRUNCATE, or any other UPDATE."""
+    if not _ROLE_NAME.fullmatch(role):
+        raise ValueError("role must be a plain PostgreSQL identifier")
+    seal_columns = ", ".join(SEAL_COLUMNS)
+    return [
+        f'REVOKE ALL ON {TABLE}, {CHECKPOINT_TABLE} FROM "{role}";',
+        f'GRANT SELECT, INSERT ON {TABLE}, {CHECKPOINT_TABLE} TO "{role}";',
+        f'GRANT UPDATE ({seal_columns}) ON {TABLE} TO "{role}";',
+        # Identity columns need no sequence rights for INSERT; serial ones would.
+        f"DO $$ DECLARE s text; BEGIN FOR s IN SELECT pg_get_serial_sequence(t, 'id') FROM unnest("
+        f"ARRAY['{TABLE}', '{CHECKPOINT_TABLE}']) AS t LOOP "
+        f"IF s IS NOT NULL THEN EXECUTE format('GRANT USAGE ON SEQUENCE %s TO %I', s, '{role}'); END IF; "
+        "END LOOP; END $$;",
+    ]

@@ -2,7 +2,7 @@
 
 from django.db import migrations
 
-from audit.triggers import statements
+from audit.triggers import event_statements as statements
 
 
 def install(apps, schema_editor):

@@ -1,0 +1,96 @@
+"""The hash chain's exact bytes: canonical JSON of an event and its SHA-256 link to the previous one.
+
+Everything that hashes or re-hashes an event (sealer, verifier, export checker) goes through
+here, so the database, an export file and an auditor's script all agree byte for byte.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from audit.triggers import IMMUTABLE_COLUMNS
+
+GENESIS = "0" * 64
+# The fields an event's hash covers: every column the triggers keep immutable, plus its chain position.
+HASHED_FIELDS = (*IMMUTABLE_COLUMNS, "seq")
+# What an export line carries: the hashed fields plus the two chain columns.
+EXPORT_FIELDS = ("seq", *IMMUTABLE_COLUMNS, "prev_hash", "hash")
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+class NotCanonical(ValueError):
+    """A value that has no canonical form (a float, a naive datetime, a non-string key...)."""
+
+
+def _check(value: Any) -> None:
+    if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
+        return
+    if isinstance(value, float):
+        raise NotCanonical("floats have no canonical form")
+    if isinstance(value, list):
+        for item in value:
+            _check(item)
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise NotCanonical("object keys must be strings")
+            _check(item)
+        return
+    raise NotCanonical(f"{type(value).__name__} has no canonical form")
+
+
+def canonical_json(value: Any) -> str:
+    """Sorted keys, no whitespace, ASCII only; integers, strings, booleans, null, lists, objects."""
+    _check(value)
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+def iso_utc(moment: datetime) -> str:
+    """A timestamp as ISO-8601 in UTC, always with microseconds: 2026-01-02T03:04:05.000006Z."""
+    if moment.tzinfo is None:
+        raise NotCanonical("naive datetimes have no canonical form")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def payload(event: Any) -> dict[str, Any]:
+    """The hashed fields of an AuditEvent (model instance) as canonical values."""
+    return {
+        "id": event.id,
+        "seq": event.seq,
+        "occurred_at": iso_utc(event.occurred_at),
+        "actor": event.actor,
+        "member_code": event.member_code,
+        "action": event.action,
+        "object_type": event.object_type,
+        "object_id": event.object_id,
+        "subject_token": event.subject_token,
+        "outcome": event.outcome,
+        "request_id": event.request_id,
+        "details": event.details,
+    }
+
+
+def link_hash(prev_hash: str, fields: dict[str, Any]) -> str:
+    """SHA-256(prev_hash as 32 raw bytes || canonical JSON of the hashed fields), as hex."""
+    if not isinstance(prev_hash, str) or not _HEX64.fullmatch(prev_hash):
+        raise NotCanonical("prev_hash is not 64 lower-case hex digits")
+    body = {name: fields[name] for name in HASHED_FIELDS}
+    return hashlib.sha256(bytes.fromhex(prev_hash) + canonical_json(body).encode("ascii")).hexdigest()
+
+
+def event_hash(event: Any, prev_hash: str) -> str:
+    return link_hash(prev_hash, payload(event))
+
+
+def export_record(event: Any) -> dict[str, Any]:
+    """An event as an export line: the hashed fields plus prev_hash and hash."""
+    record = payload(event)
+    record["prev_hash"] = event.prev_hash
+    record["hash"] = event.hash
+    return record
