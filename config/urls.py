@@ -1,7 +1,7 @@
 """URL configuration: the API, the admin console, health probes and API docs."""
 
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from core import views as core_views
@@ -17,6 +17,8 @@ urlpatterns = [
     ),
     path("api/v1/", include("config.api_urls")),
     path("admin/", admin.site.urls),
+    # Anything else under /api/ is a problem+json 404, in DEBUG too.
+    re_path(r"^api/", core_views.handler404),
 ]
 
 handler400 = "core.views.handler400"
