@@ -171,3 +171,16 @@ LOGGING = {
         "django.server": {"handlers": ["stdout"], "level": "INFO", "propagate": False},
     },
 }
+
+# --- Bulk submissions and background tasks (exchange/bulk.py, exchange/tasks.py) -------------
+# Django's tasks API through the django-tasks backport; the default backend keeps tasks in this
+# database (worker: `manage.py run_worker`). A deployment swaps it by setting only, e.g.
+# EXCHANGE_TASKS_BACKEND=django_tasks_rq.RQBackend (and runs that backend's workers).
+INSTALLED_APPS += ["django_tasks", "django_tasks_db"]
+TASKS = {"default": {"BACKEND": env_str("EXCHANGE_TASKS_BACKEND", "django_tasks_db.DatabaseBackend")}}
+# Uploaded files wait here until processed (then they are deleted: they hold raw identifiers).
+EXCHANGE_SUBMISSIONS_DIR = Path(env_str("EXCHANGE_SUBMISSIONS_DIR", str(BASE_DIR / "var" / "submissions")))
+EXCHANGE_BULK_CHUNK_ROWS = env_int("EXCHANGE_BULK_CHUNK_ROWS", 5000, minimum=1)
+# A worker's claim on a submission; renewed with every chunk, taken over once it lapses.
+EXCHANGE_SUBMISSION_LEASE_SECONDS = env_int("EXCHANGE_SUBMISSION_LEASE_SECONDS", 300, minimum=1)
+# --- end of bulk submissions block ------------------------------------------------------------

@@ -353,3 +353,85 @@ class IdempotencyKey(models.Model):
 
     def __str__(self) -> str:
         return f"idempotency key {self.pk}"
+
+
+# --- bulk submissions (exchange/bulk.py) -----------------------------------------------------
+
+
+class SubmissionStatus(models.TextChoices):
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class SubmissionFormat(models.TextChoices):
+    CSV = "csv"
+    JSONL = "jsonl"
+
+
+class Submission(models.Model):
+    """A bulk file of records, stored as uploaded and processed in chunks by a worker.
+
+    `next_offset`/`next_line` say where the next unprocessed row starts; they move in the same
+    transaction as the rows of each chunk, so a killed worker resumes there and stores no row twice.
+    A worker holds a lease (`lease_owner` until `lease_expires_at`, renewed with every chunk).
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    member = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="submissions")
+    actor = models.CharField(max_length=120, help_text="audit actor of the upload")
+    format = models.CharField(max_length=8, choices=SubmissionFormat.choices)
+    sha256 = models.CharField(max_length=64)
+    size = models.BigIntegerField(help_text="bytes")
+    status = models.CharField(max_length=12, choices=SubmissionStatus.choices, default=SubmissionStatus.QUEUED)
+    total = models.BigIntegerField(default=0, help_text="data rows: an upper-bound estimate until completed")
+    accepted = models.BigIntegerField(default=0)
+    rejected = models.BigIntegerField(default=0)
+    next_offset = models.BigIntegerField(default=0, help_text="byte offset of the next unprocessed row")
+    next_line = models.BigIntegerField(default=0, help_text="physical lines consumed so far")
+    error = models.CharField(max_length=300, blank=True, help_text="why the file failed; never personal data")
+    lease_owner = models.CharField(max_length=120, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["member", "sha256"], name="submission_file_unique"),
+            models.CheckConstraint(condition=Q(status__in=SubmissionStatus.values), name="submission_status_valid"),
+            models.CheckConstraint(condition=Q(format__in=SubmissionFormat.values), name="submission_format_valid"),
+            models.CheckConstraint(
+                condition=Q(accepted__gte=0, rejected__gte=0, total__gte=0, next_offset__gte=0),
+                name="submission_counts_non_negative",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["member", "-created_at", "-id"], name="submission_member_created_idx"),
+            models.Index(fields=["status", "lease_expires_at"], name="submission_status_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"submission {self.id}"
+
+    @property
+    def processed(self) -> int:
+        return self.accepted + self.rejected
+
+    @property
+    def finished(self) -> bool:
+        return self.status in (SubmissionStatus.COMPLETED, SubmissionStatus.FAILED)
+
+
+class SubmissionError(models.Model):
+    """One problem with one row of a bulk file. Messages never quote a value of the row."""
+
+    id = models.BigAutoField(primary_key=True)
+    submission = models.ForeignKey(Submission, on_delete=models.CASCADE, related_name="errors")
+    line = models.BigIntegerField(help_text="physical line where the row starts, 1-based")
+    field = models.CharField(max_length=100, blank=True)
+    message = models.CharField(max_length=300)
+
+    def __str__(self) -> str:
+        return f"submission {self.submission_id} line {self.line}"
