@@ -3,6 +3,7 @@
 from django.urls import path
 
 from exchange import api as exchange_api
+from exchange import disputes_api
 from members.api import MeView
 
 urlpatterns = [
@@ -16,4 +17,7 @@ urlpatterns = [
     path("consents/<str:consent_id>/revoke", exchange_api.ConsentRevokeView.as_view(), name="consent-revoke"),
     path("inquiries", exchange_api.InquiryListCreateView.as_view(), name="inquiries"),
     path("inquiries/<str:inquiry_id>", exchange_api.InquiryDetailView.as_view(), name="inquiry"),
+    path("disputes", disputes_api.DisputeListCreateView.as_view(), name="disputes"),
+    path("disputes/<str:dispute_id>", disputes_api.DisputeDetailView.as_view(), name="dispute"),
+    path("disputes/<str:dispute_id>/resolve", disputes_api.DisputeResolveView.as_view(), name="dispute-resolve"),
 ]
