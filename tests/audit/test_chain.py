@@ -42,7 +42,7 @@ def test_timestamps_are_utc_with_microseconds():
     assert iso_utc(datetime(2026, 1, 2, 11, 4, 5, tzinfo=plus8)) == "2026-01-02T03:04:05.000000Z"
     assert iso_utc(datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC)) == "2026-01-02T03:04:05.000006Z"
     with pytest.raises(NotCanonical):
-        iso_utc(datetime(2026, 1, 2))  # noqa: DTZ001 - the point of the test
+        iso_utc(datetime(2026, 1, 2))  # naive: the point of the test
 
 
 def test_link_hash_is_sha256_of_raw_prev_hash_and_canonical_fields():

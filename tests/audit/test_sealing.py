@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import logging
 from datetime import timedelta
 
@@ -41,7 +42,7 @@ def test_it_gives_committed_events_positions_1_to_n_in_id_order_with_linked_hash
     assert [e.seq for e in events] == list(range(1, 2346))
     assert [e.id for e in events] == sorted(e.id for e in events)
     assert events[0].prev_hash == GENESIS
-    for before, after in zip(events, events[1:], strict=False):
+    for before, after in itertools.pairwise(events):
         assert after.prev_hash == before.hash
     for event in events:
         assert event.hash == event_hash(event, event.prev_hash)
@@ -104,7 +105,8 @@ def test_an_unsealed_event_cannot_be_sealed_with_other_fields_changed():
     event = audit_write(action="test.x", actor="test")
     with pytest.raises((IntegrityError, DatabaseError)), transaction.atomic():
         run_sql(
-            f"UPDATE {AuditEvent._meta.db_table} SET seq = 1, prev_hash = %s, hash = %s, actor = 'forged' WHERE id = %s",
+            f"UPDATE {AuditEvent._meta.db_table} SET seq = 1, prev_hash = %s, hash = %s, actor = 'forged' "
+            "WHERE id = %s",
             [GENESIS, "a" * 64, event.id],
         )
 
