@@ -162,7 +162,8 @@ def exception_handler(exc: Exception, context: dict) -> Response:
             headers={"Retry-After": str(max(wait, 1))},
         )
     if isinstance(exc, exceptions.ParseError):
-        return _response(400, "malformed_request", "The body is not valid JSON.")
+        detail = str(exc.detail) if str(exc.detail).startswith("Malformed JSON") else "The body is not valid JSON."
+        return _response(400, "malformed_request", detail)
     if isinstance(exc, exceptions.UnsupportedMediaType):
         return _response(415, "unsupported_media_type", str(exc.detail))
     if isinstance(exc, exceptions.MethodNotAllowed):

@@ -1,0 +1,78 @@
+"""A strict JSON parser: duplicate keys, NaN/Infinity, absurd nesting and bad UTF-8 are
+malformed requests (400), never a 500 or a silently chosen value."""
+
+from __future__ import annotations
+
+import codecs
+import json
+
+from rest_framework.exceptions import ParseError
+from rest_framework.parsers import JSONParser
+
+MAX_DEPTH = 32
+
+
+class _Malformed(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, object]]) -> dict:
+    result: dict = {}
+    for key, value in pairs:
+        if key in result:
+            raise _Malformed("an object repeats a key")
+        result[key] = value
+    return result
+
+
+def _no_constants(name: str):
+    raise _Malformed(f"{name} is not valid JSON")
+
+
+def _depth(text: str) -> int:
+    """Deepest nesting of [ and { outside strings, in one linear scan (before json recursion)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > MAX_DEPTH:
+                    return deepest
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def loads_strict(raw: bytes) -> object:
+    try:
+        text = codecs.decode(raw, "utf-8")
+    except UnicodeDecodeError:
+        raise _Malformed("the body is not valid UTF-8") from None
+    if _depth(text) > MAX_DEPTH:
+        raise _Malformed(f"the body nests deeper than {MAX_DEPTH} levels")
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+    except _Malformed:
+        raise
+    except (ValueError, RecursionError):
+        raise _Malformed("the body is not valid JSON") from None
+
+
+class StrictJSONParser(JSONParser):
+    def parse(self, stream, media_type=None, parser_context=None):
+        raw = stream.read() if stream is not None else b""
+        try:
+            return loads_strict(raw)
+        except _Malformed as exc:
+            raise ParseError(f"Malformed JSON: {exc}.") from None
