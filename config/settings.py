@@ -157,6 +157,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "RecordStatusEnum": "exchange.models.RecordStatus",
+        "DisputeStatusEnum": "exchange.models.DisputeStatus",
+        "SubmissionStatusEnum": "exchange.models.SubmissionStatus",
+        "MemberStatusEnum": "members.models.MemberStatus",
+    },
 }
 
 LOGGING = {

@@ -154,3 +154,38 @@ def test_generate_keys_prints_a_complete_env_file_keeping_current_field_keys():
     assert len(ring) == 2 and ring[1] == _TEST_ENV["EXCHANGE_FIELD_KEYS"]
     # and they are valid: a production check passes with them
     assert _manage("check", **lines, DEBUG="0", SECURE_SSL_REDIRECT="0").returncode == 0
+
+
+def test_the_deployment_check_passes_with_production_settings():
+    from tests.testenv import _TEST_ENV
+
+    result = _manage("check", "--deploy", "--fail-level", "WARNING", **{**_TEST_ENV, "SECURE_SSL_REDIRECT": "1"})
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_logs_of_a_full_request_cycle_hold_no_key_identifier_name_or_reference(bank_a, caplog):
+    import logging
+
+    from django.db import connection
+
+    from tests.factories import consent, record, ric, subject
+
+    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="django")
+    caplog.set_level(logging.DEBUG, logger="django.db.backends")
+    connection.force_debug_cursor = True  # log every SQL statement with its parameters too
+    try:
+        body = record("SECRET-REF-42", 42, subject={**subject(42), "name": "Wang Secretname"})
+        assert bank_a.client.post("/api/v1/records", {"records": [body]}, format="json").status_code == 201
+        bad = record("SECRET-REF-43", 42, status="wrong")
+        assert bank_a.client.post("/api/v1/records", {"records": [bad]}, format="json").status_code == 422
+        consent_id = bank_a.client.post("/api/v1/consents", consent(42), format="json").json()["id"]
+        inquiry = {"subject": subject(42), "consent_id": consent_id, "purpose": "credit_application"}
+        assert bank_a.client.post("/api/v1/inquiries", inquiry, format="json").status_code == 200
+        assert bank_a.client.get("/api/v1/records").status_code == 200
+    finally:
+        connection.force_debug_cursor = False
+    text = caplog.text + repr([r.__dict__ for r in caplog.records])
+    assert "exchange_record" in text  # SQL really was logged
+    for secret in (bank_a.key, ric(42), "Wang Secretname", "SECRET-REF-42", "SECRET-REF-43"):
+        assert secret not in text
