@@ -5,6 +5,7 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from core import views as core_views
+from exchange.admin_reports import borrower_report_urls
 
 urlpatterns = [
     path("healthz", core_views.healthz, name="healthz"),
@@ -16,6 +17,7 @@ urlpatterns = [
         name="docs",
     ),
     path("api/v1/", include("config.api_urls")),
+    path("admin/borrower-report/", include(borrower_report_urls())),
     path("admin/", admin.site.urls),
     # Anything else under /api/ is a problem+json 404, in DEBUG too.
     re_path(r"^api/", core_views.handler404),
