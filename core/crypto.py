@@ -12,8 +12,9 @@ every key decrypts; `manage.py rotate_keys` re-encrypts old values under the fir
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterator
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -23,17 +24,20 @@ from django.apps import apps
 from django.conf import settings
 from django.core import checks
 from django.core.exceptions import FieldError, ImproperlyConfigured
+from django.core.signals import setting_changed
 from django.db import models, transaction
 from django.db.models import signals
 from django.db.models.fields import AutoFieldMixin
 from django.db.models.lookups import Exact
 from django.db.models.query_utils import DeferredAttribute
+from django.dispatch import receiver
 
 from config.env import parse_field_keys
 
 FORMAT_V1 = 1
 NONCE_SIZE = 12
 TAG_SIZE = 16
+_urandom = os.urandom
 
 
 class DecryptionError(Exception):
@@ -47,20 +51,32 @@ class DecryptionError(Exception):
 class KeyRing:
     current_id: str
     current_header: bytes  # format byte, key-id length, key id: the prefix of every new value
+    header_length: int
     current: AESGCM
     ciphers: dict[str, AESGCM]
 
 
-_ring: tuple[str, KeyRing] | None = None
+# The parsed ring, built on first use. Reading a Django setting costs about as much as one
+# AES-GCM call (LazySettings' __getattribute__), so the ring is not re-read per value: it is
+# dropped when the setting changes (override_settings and pytest-django's `settings` send
+# setting_changed) and rebuilt from the new value on next use.
+_ring: KeyRing | None = None
+
+
+@receiver(setting_changed)
+def _forget_key_ring(*, setting: str, **kwargs) -> None:
+    global _ring
+    if setting == "EXCHANGE_FIELD_KEYS":
+        _ring = None
 
 
 def key_ring() -> KeyRing:
-    """The ring for the current EXCHANGE_FIELD_KEYS, parsed once per setting value."""
+    """The ring of EXCHANGE_FIELD_KEYS: the first key encrypts, every key decrypts."""
     global _ring
+    ring = _ring
+    if ring is not None:
+        return ring
     value = settings.EXCHANGE_FIELD_KEYS
-    cached = _ring
-    if cached is not None and (cached[0] is value or cached[0] == value):
-        return cached[1]
     if not value:
         raise ImproperlyConfigured("EXCHANGE_FIELD_KEYS is not set")
     parsed = parse_field_keys(value)
@@ -70,10 +86,11 @@ def key_ring() -> KeyRing:
     ring = KeyRing(
         current_id=current_id,
         current_header=bytes((FORMAT_V1, len(kid))) + kid,
+        header_length=2 + len(kid),
         current=ciphers[current_id],
         ciphers=ciphers,
     )
-    _ring = (value, ring)
+    _ring = ring
     return ring
 
 
@@ -86,19 +103,18 @@ def current_key_id() -> str:
 
 def encrypt(plaintext: str, *, aad: bytes) -> bytes:
     """Encrypt under the current key; `aad` names the value's place (see field_aad)."""
-    if not isinstance(plaintext, str):
-        raise TypeError(f"encrypt takes a str, not {type(plaintext).__name__}")
-    ring = key_ring()
-    nonce = os.urandom(NONCE_SIZE)
-    # surrogatepass: any Python str round-trips, even one with a lone surrogate from JSON input.
-    return ring.current_header + nonce + ring.current.encrypt(nonce, plaintext.encode("utf-8", "surrogatepass"), aad)
+    ring = _ring or key_ring()
+    try:
+        # surrogatepass: any Python str round-trips, even one with a lone surrogate from JSON input.
+        data = plaintext.encode("utf-8", "surrogatepass")
+    except AttributeError:
+        raise TypeError(f"encrypt takes a str, not {type(plaintext).__name__}") from None
+    nonce = _urandom(NONCE_SIZE)
+    return ring.current_header + nonce + ring.current.encrypt(nonce, data, aad)
 
 
 def _split(blob: bytes) -> tuple[str, int]:
     """(key id, offset of the nonce); raises DecryptionError on a malformed value."""
-    if not isinstance(blob, (bytes, bytearray, memoryview)):
-        raise DecryptionError(f"bad format: expected bytes, got {type(blob).__name__}")
-    blob = bytes(blob)
     if len(blob) < 2 or blob[0] != FORMAT_V1:
         raise DecryptionError("bad format: not an encrypted value of a known format version")
     start = 2 + blob[1]
@@ -111,20 +127,33 @@ def _split(blob: bytes) -> tuple[str, int]:
     return key_id, start
 
 
+def _as_bytes(blob: Any) -> bytes:
+    if isinstance(blob, bytes):
+        return blob
+    if isinstance(blob, (bytearray, memoryview)):
+        return bytes(blob)
+    raise DecryptionError(f"bad format: expected bytes, got {type(blob).__name__}")
+
+
 def key_id_of(blob: bytes) -> str:
     """The id of the key that encrypted `blob` (read from its header, nothing decrypted)."""
-    return _split(blob)[0]
+    return _split(_as_bytes(blob))[0]
 
 
 def decrypt(blob: bytes, *, aad: bytes) -> str:
-    key_id, start = _split(blob)
-    cipher = key_ring().ciphers.get(key_id)
-    if cipher is None:
-        raise DecryptionError(f"unknown key id {key_id!r}: it is not in EXCHANGE_FIELD_KEYS")
-    blob = bytes(blob)
-    nonce = blob[start : start + NONCE_SIZE]
+    ring = _ring or key_ring()
+    start = ring.header_length
+    # The common case first, cheaply: a value under the current key.
+    if blob[:start] == ring.current_header and len(blob) >= start + NONCE_SIZE + TAG_SIZE:
+        cipher = ring.current
+    else:
+        blob = _as_bytes(blob)
+        key_id, start = _split(blob)
+        cipher = ring.ciphers.get(key_id)
+        if cipher is None:
+            raise DecryptionError(f"unknown key id {key_id!r}: it is not in EXCHANGE_FIELD_KEYS")
     try:
-        plain = cipher.decrypt(nonce, blob[start + NONCE_SIZE :], aad)
+        plain = cipher.decrypt(blob[start : start + NONCE_SIZE], blob[start + NONCE_SIZE :], aad)
     except InvalidTag:
         raise DecryptionError(
             "authentication failed: the value belongs to another row or column (wrong context) or was tampered with"
@@ -344,39 +373,48 @@ def encrypted_fields() -> list[tuple[type[models.Model], EncryptedTextField]]:
 
 @dataclass
 class RotationBatch:
-    last_pk: Any  # None when there was nothing left
+    last_pk: Any  # pk of the last row looked at; None when there was nothing left
     examined: int = 0
     reencrypted: int = 0
     already_current: int = 0
+    failed: list[Any] = dataclass_field(default_factory=list)  # pks of values that do not decrypt, left as they are
 
 
 def rotate_batch(
     model: type[models.Model], field: EncryptedTextField, *, after_pk: Any = None, batch_size: int = 1000
 ) -> RotationBatch:
     """Re-encrypt under the current key the next `batch_size` non-null values after `after_pk`
-    (in pk order), in one transaction, writing only that column of the rows that need it."""
+    (in pk order), in one transaction, writing only that column of the rows that need it.
+
+    Values already under the current key are skipped, so a run that stopped half-way resumes."""
     manager = model._base_manager
     queryset = manager.filter(**{f"{field.attname}__isnull": False}).order_by("pk")
     if after_pk is not None:
         queryset = queryset.filter(pk__gt=after_pk)
     current = key_ring().current_id
     with transaction.atomic():
+        # Locked, so a concurrent save cannot be overwritten by the value read here.
         rows = list(queryset.select_for_update().values_list("pk", field.attname)[:batch_size])
         batch = RotationBatch(last_pk=rows[-1][0] if rows else None, examined=len(rows))
         for pk, blob in rows:
-            if key_id_of(blob) == current:
-                batch.already_current += 1
+            try:
+                if key_id_of(blob) == current:
+                    batch.already_current += 1
+                    continue
+                aad = field_aad(model, field, pk)
+                fresh = encrypt(decrypt(blob, aad=aad), aad=aad)
+            except DecryptionError:
+                batch.failed.append(pk)
                 continue
-            aad = field_aad(model, field, pk)
-            manager.filter(pk=pk).update(**{field.attname: encrypt(decrypt(blob, aad=aad), aad=aad)})
+            manager.filter(pk=pk).update(**{field.attname: fresh})
             batch.reencrypted += 1
     return batch
 
 
 def rotate_field(
     model: type[models.Model], field: EncryptedTextField, *, batch_size: int = 1000
-) -> Iterable[RotationBatch]:
-    """Rotate a whole column, batch by batch (each its own transaction); yields each batch."""
+) -> Iterator[RotationBatch]:
+    """Rotate a whole column batch by batch, each in its own transaction; yields every batch."""
     after_pk = None
     while True:
         batch = rotate_batch(model, field, after_pk=after_pk, batch_size=batch_size)

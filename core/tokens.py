@@ -6,12 +6,15 @@ under EXCHANGE_SUBJECT_KEY, which never sits in the database (DESIGN.md, section
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 
 from config.env import decode_key
 from core.identifiers import ID_TYPES, normalize_subject
@@ -20,23 +23,34 @@ _TOKEN_TAG = "exchange.subject-token.v1"  # noqa: S105 - a domain tag, not a sec
 _BLIND_TAG = "exchange.blind-index.v1"
 _ID_TYPES = frozenset(ID_TYPES)
 
-# (setting value, decoded key); rebuilt when the setting changes (tests override it).
-_subject_key: tuple[str, bytes] | None = None
-# (setting value, purpose) -> derived key
-_derived_keys: dict[tuple[str, str], bytes] = {}
+# Keyed HMAC states, built on first use and copied per message: a copy skips the key schedule,
+# which is most of the cost of hmac.new for short messages. They are dropped when the setting
+# changes (override_settings and pytest-django's `settings` send setting_changed); the setting is
+# not read per token because a Django settings read costs about a third of a token.
+_subject_hmac: hmac.HMAC | None = None
+_blind_hmacs: dict[str, hmac.HMAC] = {}  # purpose -> HMAC under the key derived for it
+
+
+@receiver(setting_changed)
+def _forget_keys(*, setting: str, **kwargs) -> None:
+    global _subject_hmac
+    if setting == "EXCHANGE_SUBJECT_KEY":
+        _subject_hmac = None
+        _blind_hmacs.clear()
 
 
 def _key() -> bytes:
-    global _subject_key
     value = settings.EXCHANGE_SUBJECT_KEY
-    cached = _subject_key
-    if cached is not None and (cached[0] is value or cached[0] == value):
-        return cached[1]
     if not value:
         raise ImproperlyConfigured("EXCHANGE_SUBJECT_KEY is not set")
-    key = decode_key("EXCHANGE_SUBJECT_KEY", value)
-    _subject_key = (value, key)
-    return key
+    return decode_key("EXCHANGE_SUBJECT_KEY", value)
+
+
+def _subject_template() -> hmac.HMAC:
+    global _subject_hmac
+    if _subject_hmac is None:
+        _subject_hmac = hmac.new(_key(), digestmod=hashlib.sha256)
+    return _subject_hmac
 
 
 def _encode(tag: str, *fields: str) -> bytes:
@@ -49,7 +63,9 @@ def subject_token(id_type: str, normalized_id: str, country: str = "") -> str:
     if id_type not in _ID_TYPES:
         raise ValueError(f"unknown id_type {id_type!r}")
     message = f"{_TOKEN_TAG}|{len(id_type)}:{id_type}|{len(country)}:{country}|{len(normalized_id)}:{normalized_id}"
-    return hmac.digest(_key(), message.encode(), "sha256").hex()
+    mac = (_subject_hmac or _subject_template()).copy()
+    mac.update(message.encode())
+    return mac.hexdigest()
 
 
 def tokenize_subject(id_type: str, id_number: str, country: str | None = None) -> str:
@@ -58,17 +74,12 @@ def tokenize_subject(id_type: str, id_number: str, country: str | None = None) -
     return subject_token(id_type, normalised, normalised_country)
 
 
-def _derived_key(purpose: str) -> bytes:
-    value = settings.EXCHANGE_SUBJECT_KEY
-    cache_key = (value, purpose)
-    key = _derived_keys.get(cache_key)
-    if key is None:
+def _blind_template(purpose: str) -> hmac.HMAC:
+    template = _blind_hmacs.get(purpose)
+    if template is None:
         hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=f"{_BLIND_TAG}|{purpose}".encode())
-        key = hkdf.derive(_key())
-        if len(_derived_keys) > 64:  # only settings overrides in tests grow it
-            _derived_keys.clear()
-        _derived_keys[cache_key] = key
-    return key
+        template = _blind_hmacs[purpose] = hmac.new(hkdf.derive(_key()), digestmod=hashlib.sha256)
+    return template
 
 
 def blind_index(purpose: str, scope: str, value: str) -> str:
@@ -79,4 +90,6 @@ def blind_index(purpose: str, scope: str, value: str) -> str:
     """
     if not purpose:
         raise ValueError("blind_index needs a purpose")
-    return hmac.digest(_derived_key(purpose), _encode(_BLIND_TAG, scope, value), "sha256").hex()
+    mac = _blind_template(purpose).copy()
+    mac.update(_encode(_BLIND_TAG, scope, value))
+    return mac.hexdigest()

@@ -1,0 +1,148 @@
+"""Subject tokens and blind indexes: one token per identifier, keyed, separated by type and purpose."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from django.core.exceptions import ImproperlyConfigured
+from hypothesis import given
+from hypothesis import strategies as st
+
+from core.identifiers import IdentifierError
+from core.tokens import blind_index, subject_token, tokenize_subject
+
+TEST_SUBJECT_KEY = b"s" * 32  # tests/testenv.py
+OTHER_KEY = base64.b64encode(b"o" * 32).decode()
+
+
+def test_a_token_is_the_hmac_of_the_documented_encoding():
+    # Pinned: changing the encoding or the tag orphans every token already stored.
+    message = b"exchange.subject-token.v1|6:CN_RIC|0:|18:11010519491231002X"
+    expected = hmac.new(TEST_SUBJECT_KEY, message, hashlib.sha256).hexdigest()
+    assert subject_token("CN_RIC", "11010519491231002X") == expected
+    assert expected == "7d4628758a2d9bbb81fdac336c66ae850a6a10f55afcaf3dbdd45505889bf329"
+
+
+def test_a_token_is_64_lowercase_hex_characters():
+    token = tokenize_subject("CN_MOBILE", "13812345678")
+    assert len(token) == 64
+    assert set(token) <= set("0123456789abcdef")
+
+
+def test_every_spelling_of_one_identifier_gives_one_token():
+    assert (
+        tokenize_subject("CN_RIC", "11010519491231002X")
+        == tokenize_subject("CN_RIC", "110105 19491231 002x")
+        == tokenize_subject("CN_RIC", "110105491231002")
+        == subject_token("CN_RIC", "11010519491231002X")
+    )
+    assert (
+        tokenize_subject("CN_MOBILE", "+86 138-1234-5678")
+        == tokenize_subject("CN_MOBILE", "0086 13812345678")
+        == tokenize_subject("CN_MOBILE", "13812345678")
+    )
+    assert tokenize_subject("PASSPORT", "e1234567", "cn") == tokenize_subject("PASSPORT", "E1234567", "CN")
+    assert tokenize_subject("CN_USCC", "91350100m000100y43") == tokenize_subject("CN_USCC", "91350100M000100Y43")
+
+
+def test_the_same_characters_under_another_id_type_or_country_give_another_token():
+    tokens = {
+        tokenize_subject("CN_MOBILE", "13812345678"),
+        tokenize_subject("PASSPORT", "13812345678", "CN"),
+        tokenize_subject("PASSPORT", "13812345678", "HK"),
+        tokenize_subject("CN_RIC", "11010519491231002X"),
+        tokenize_subject("PASSPORT", "11010519491231002X", "CN"),
+    }
+    assert len(tokens) == 5
+
+
+@given(
+    st.text("ABC0123456789", min_size=1, max_size=8),
+    st.text("ABC0123456789", min_size=1, max_size=8),
+    st.text("ABC0123456789", min_size=1, max_size=8),
+    st.text("ABC0123456789", min_size=1, max_size=8),
+)
+def test_fields_cannot_run_into_each_other(country_a, id_a, country_b, id_b):
+    # Without length prefixes, ("AB", "C1") and ("A", "BC1") would be the same message.
+    if (country_a, id_a) != (country_b, id_b):
+        assert subject_token("PASSPORT", id_a, country_a) != subject_token("PASSPORT", id_b, country_b)
+
+
+def test_a_token_depends_on_the_key(settings):
+    before = tokenize_subject("CN_MOBILE", "13812345678")
+    settings.EXCHANGE_SUBJECT_KEY = OTHER_KEY
+    after = tokenize_subject("CN_MOBILE", "13812345678")
+    assert after != before
+    assert (
+        after
+        == hmac.new(b"o" * 32, b"exchange.subject-token.v1|9:CN_MOBILE|0:|11:13812345678", hashlib.sha256).hexdigest()
+    )
+
+
+def test_a_token_is_not_a_plain_hash_of_the_identifier():
+    token = tokenize_subject("CN_RIC", "11010519491231002X")
+    assert token != hashlib.sha256(b"11010519491231002X").hexdigest()
+    assert token != hmac.new(TEST_SUBJECT_KEY, b"11010519491231002X", hashlib.sha256).hexdigest()
+
+
+def test_tokenize_subject_refuses_an_invalid_identifier():
+    with pytest.raises(IdentifierError) as info:
+        tokenize_subject("CN_RIC", "110105194912310021")
+    assert info.value.field == "id_number"
+
+
+def test_subject_token_refuses_an_unknown_id_type():
+    with pytest.raises(ValueError, match="unknown id_type"):
+        subject_token("SSN", "123456789")
+
+
+def test_a_missing_subject_key_is_a_configuration_error(settings):
+    settings.EXCHANGE_SUBJECT_KEY = None
+    with pytest.raises(ImproperlyConfigured, match="EXCHANGE_SUBJECT_KEY"):
+        subject_token("CN_MOBILE", "13812345678")
+
+
+# --- blind indexes ----------------------------------------------------------------------------
+
+
+def test_a_blind_index_is_deterministic_per_scope_and_value():
+    assert blind_index("member_reference", "m1", "LOAN-1") == blind_index("member_reference", "m1", "LOAN-1")
+    assert len(blind_index("member_reference", "m1", "LOAN-1")) == 64
+
+
+def test_a_blind_index_differs_between_scopes_values_and_purposes():
+    indexes = {
+        blind_index("member_reference", "m1", "LOAN-1"),
+        blind_index("member_reference", "m2", "LOAN-1"),
+        blind_index("member_reference", "m1", "LOAN-2"),
+        blind_index("member_reference", "m1L", "OAN-1"),
+        blind_index("other_purpose", "m1", "LOAN-1"),
+    }
+    assert len(indexes) == 5
+
+
+def test_a_blind_index_uses_a_derived_key_not_the_subject_key():
+    index = blind_index("member_reference", "m1", "LOAN-1")
+    message = b"exchange.blind-index.v1|2:m1|6:LOAN-1"
+    assert index != hmac.new(TEST_SUBJECT_KEY, message, hashlib.sha256).hexdigest()
+
+
+def test_a_blind_index_depends_on_the_key(settings):
+    before = blind_index("member_reference", "m1", "LOAN-1")
+    settings.EXCHANGE_SUBJECT_KEY = OTHER_KEY
+    assert blind_index("member_reference", "m1", "LOAN-1") != before
+
+
+def test_a_blind_index_is_the_hmac_under_the_hkdf_key_of_its_purpose():
+    # Pinned: changing the derivation or the encoding orphans every stored index.
+    key = HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=None, info=b"exchange.blind-index.v1|member_reference"
+    ).derive(TEST_SUBJECT_KEY)
+    expected = hmac.new(key, b"exchange.blind-index.v1|2:m1|6:LOAN-1", hashlib.sha256).hexdigest()
+    assert blind_index("member_reference", "m1", "LOAN-1") == expected
+    assert expected == "5cf3e7bf189320a5fbb7b76a5f1ace2c985395404e90b4c5c17689c3b4baf4d5"
