@@ -52,20 +52,22 @@ class SealResult:
 def seal_soon() -> None:
     """After-commit hook: seal what is committed, if no other sealer is at it. Never raises."""
     try:
-        for _round in range(HOT_PATH_MAX_BATCHES):
-            if not _process_lock.acquire(blocking=False):
+        budget = BATCH_SIZE * HOT_PATH_MAX_BATCHES
+        for _round in range(100):  # a bound on rounds in case others keep sealing what we saw
+            if budget <= 0 or not _process_lock.acquire(blocking=False):
                 return
             try:
-                result = _seal(wait=False, checkpoint="interval", max_batches=HOT_PATH_MAX_BATCHES)
+                result = _seal(wait=False, checkpoint="interval", max_batches=-(-budget // BATCH_SIZE))
             finally:
                 _process_lock.release()
-            if result.busy or result.sealed >= BATCH_SIZE * HOT_PATH_MAX_BATCHES:
+            budget -= result.sealed
+            if result.busy:
                 return
             # An event that committed while we held the lock found it busy and left it to us:
             # look once more now the lock is free (whoever takes it next does the same).
             if not AuditEvent.objects.filter(seq__isnull=True).exists():
                 return
-    except Exception:
+    except Exception:  # sealing must never fail the request: the backstop seals later
         logger.exception("audit sealing after commit failed; `seal_audit` will seal the events")
 
 
