@@ -19,6 +19,7 @@ from exchange import disputes as services
 from exchange.api import MemberView
 from exchange.models import DisputeOutcome, DisputeStatus
 from exchange.serializers import StrictSerializer
+from exchange.services import _deny as deny
 from exchange.services import audit_read
 from members.models import Scope
 
@@ -132,6 +133,7 @@ class DisputeListCreateView(DisputeViewMixin):
                 raise _invalid("role", "must be one of to_answer, filed")
             scope = Scope.SUBMIT if role == "to_answer" else Scope.QUERY
             if scope not in request.auth.scope_list:
+                deny(self.caller, "dispute.list", "scope_required", role=role)
                 raise Forbidden("scope_required", f"role={role} needs an API key with the '{scope}' scope.")
             roles = services.Roles(furnisher=role == "to_answer", filer=role == "filed")
         queryset = services.disputes_visible(caller=self.caller, roles=roles)

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from audit.models import AuditEvent
@@ -212,6 +213,8 @@ def test_each_scope_opens_one_side_of_the_list(case, bank_a, bank_b):
     assert bearer(query_only).get("/api/v1/disputes").json()["results"] == []
     refused = bearer(query_only).get("/api/v1/disputes?role=to_answer")
     assert (refused.status_code, refused.json()["code"]) == (403, "scope_required")
+    event = AuditEvent.objects.filter(action="dispute.list").latest("id")
+    assert (event.outcome, event.details["why"]) == ("denied", "scope_required")
     assert bearer(query_only).get(f"/api/v1/disputes/{dispute_id}").status_code == 403
     assert resolve(bearer(query_only), dispute_id, "upheld").status_code == 403
     # The filer's submit-only key does not see what it filed.
@@ -231,6 +234,19 @@ def test_the_list_is_cursor_paginated_newest_first(bank_a, bank_b):
     second = bank_a.client.get(first["next"]).json()
     assert second["next"] is None
     assert [d["id"] for d in first["results"] + second["results"]] == ids[::-1]
+
+
+def test_listing_costs_the_same_queries_for_few_or_many_disputes(bank_a, bank_b):
+    submit(bank_a, *(record(f"A-{n}", 1) for n in range(6)))
+    inquiry = inquire(bank_b)
+    file(bank_b, inquiry["id"], line=0)
+    with CaptureQueriesContext(connection) as one:
+        assert len(bank_a.client.get("/api/v1/disputes").json()["results"]) == 1
+    for line in range(1, 6):
+        file(bank_b, inquiry["id"], line=line)
+    with CaptureQueriesContext(connection) as six:
+        assert len(bank_a.client.get("/api/v1/disputes").json()["results"]) == 6
+    assert len(six) == len(one)
 
 
 # --- answering ---------------------------------------------------------------------------------
