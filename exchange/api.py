@@ -150,7 +150,7 @@ class RecordHistoryView(MemberView):
         summary="Every version of one of your records, oldest first", responses=RecordVersionOutput(many=True)
     )
     def get(self, request, record_id):
-        record = services.record_get(caller=self.caller, record_id=record_id)
+        record = services.record_get(caller=self.caller, record_id=record_id, action="record.history")
         versions = list(record.versions.order_by("version"))
         services.audit_read(
             self.caller,

@@ -22,7 +22,7 @@ from rest_framework import status
 from audit.services import audit_write
 from core.problems import ApiError, Forbidden, Invalid, NotFound
 from exchange.models import Dispute, DisputeOutcome, DisputeStatus, Inquiry, Record
-from exchange.services import Caller, _deny
+from exchange.services import Caller, audit_denied
 from members.models import Scope
 
 MAX_TEXT = 2000
@@ -86,7 +86,7 @@ def dispute_get(*, caller: Caller, roles: Roles, dispute_id: Any, action: str = 
     """
     dispute_uuid = _uuid_or_none(dispute_id)
     if dispute_uuid is None:
-        _deny(caller, action, "not_found", object_type="dispute", object_id=str(dispute_id)[:64])
+        audit_denied(caller, action, "not_found", object_type="dispute", object_id=str(dispute_id)[:64])
         raise NotFound()
     dispute = disputes_visible(caller=caller, roles=roles).filter(pk=dispute_uuid).first()
     if dispute is not None:
@@ -99,9 +99,9 @@ def dispute_get(*, caller: Caller, roles: Roles, dispute_id: Any, action: str = 
     )
     if own is not None:
         needed = Scope.SUBMIT if own.furnisher_id == caller.member.pk else Scope.QUERY
-        _deny(caller, action, "scope_required", object_type="dispute", object_id=str(dispute_uuid))
+        audit_denied(caller, action, "scope_required", object_type="dispute", object_id=str(dispute_uuid))
         raise Forbidden("scope_required", f"This dispute is reached with an API key with the '{needed}' scope.")
-    _deny(caller, action, "not_found", object_type="dispute", object_id=str(dispute_uuid))
+    audit_denied(caller, action, "not_found", object_type="dispute", object_id=str(dispute_uuid))
     raise NotFound()
 
 
@@ -147,12 +147,12 @@ def dispute_open(*, caller: Caller, inquiry_id: Any, line: Any, reason: Any) -> 
         else None
     )
     if inquiry is None:
-        _deny(caller, "dispute.open", "inquiry_not_found", object_type="inquiry", object_id=str(inquiry_id)[:64])
+        audit_denied(caller, "dispute.open", "inquiry_not_found", object_type="inquiry", object_id=str(inquiry_id)[:64])
         raise NotFound("No such inquiry of yours.")
     token = inquiry.subject_token
     lines = inquiry.line_records or []
     if isinstance(line, bool) or not isinstance(line, int) or not 0 <= line < len(lines):
-        _deny(
+        audit_denied(
             caller,
             "dispute.open",
             "line_out_of_range",
@@ -183,7 +183,9 @@ def dispute_open(*, caller: Caller, inquiry_id: Any, line: Any, reason: Any) -> 
             )
             return dispute
     why, error = refusal
-    _deny(caller, "dispute.open", why, subject_token=token, object_type="inquiry", object_id=inquiry.pk, line=line)
+    audit_denied(
+        caller, "dispute.open", why, subject_token=token, object_type="inquiry", object_id=inquiry.pk, line=line
+    )
     raise error
 
 
@@ -240,7 +242,7 @@ def dispute_resolve(*, caller: Caller, roles: Roles, dispute_id: Any, outcome: s
         else None
     )
     if found is None:
-        _deny(caller, action, "not_found", object_type="dispute", object_id=str(dispute_id)[:64])
+        audit_denied(caller, action, "not_found", object_type="dispute", object_id=str(dispute_id)[:64])
         raise NotFound()
     if outcome not in DisputeOutcome.values:
         raise _invalid("outcome", f"must be one of {', '.join(DisputeOutcome.values)}")
@@ -271,7 +273,7 @@ def dispute_resolve(*, caller: Caller, roles: Roles, dispute_id: Any, outcome: s
             dispute.furnisher_id = record.member_id
             return dispute
     why, error = refusal
-    _deny(
+    audit_denied(
         caller,
         action,
         why,

@@ -19,7 +19,7 @@ from exchange import disputes as services
 from exchange.api import MemberView
 from exchange.models import DisputeOutcome, DisputeStatus
 from exchange.serializers import StrictSerializer
-from exchange.services import _deny as deny
+from exchange.services import audit_denied as deny
 from exchange.services import audit_read
 from members.models import Scope
 

@@ -47,7 +47,9 @@ def reference_index(member: Member, reference: str) -> str:
     return blind_index(REFERENCE_PURPOSE, str(member.pk), reference)
 
 
-def _deny(caller: Caller, action: str, why: str, *, subject_token: str = "", object_type="", object_id="", **details):
+def audit_denied(
+    caller: Caller, action: str, why: str, *, subject_token: str = "", object_type="", object_id="", **details
+):
     """Audit a refused action in its own transaction (the refusal itself must be on record)."""
     with transaction.atomic():
         audit_write(
@@ -170,7 +172,7 @@ def records_submit(*, caller: Caller, raw_records: Any) -> list[dict]:
     try:
         parsed = parse_batch(raw_records)
     except Invalid as exc:
-        _deny(caller, "record.submit", "validation_failed", records=len(raw_records), errors=len(exc.errors))
+        audit_denied(caller, "record.submit", "validation_failed", records=len(raw_records), errors=len(exc.errors))
         raise
     for attempt in range(2):
         try:
@@ -193,7 +195,7 @@ def records_submit(*, caller: Caller, raw_records: Any) -> list[dict]:
     ]
 
 
-def record_get(*, caller: Caller, record_id: Any) -> Record:
+def record_get(*, caller: Caller, record_id: Any, action: str = "record.read") -> Record:
     """A record of the caller's own; another member's record is 'not found', never 'forbidden'."""
     try:
         record_uuid = uuid.UUID(str(record_id))
@@ -201,14 +203,19 @@ def record_get(*, caller: Caller, record_id: Any) -> Record:
         raise NotFound() from None
     record = Record.objects.with_disputed().filter(pk=record_uuid, member=caller.member).first()
     if record is None:
-        _deny(caller, "record.read", "not_found", object_type="record", object_id=str(record_uuid))
+        audit_denied(caller, action, "not_found", object_type="record", object_id=str(record_uuid))
         raise NotFound()
     return record
 
 
-@transaction.atomic
 def record_withdraw(*, caller: Caller, record_id: Any, reason: str) -> Record:
-    record = record_get(caller=caller, record_id=record_id)
+    # Found (or refused, with the refusal audited) before the change's transaction opens.
+    record = record_get(caller=caller, record_id=record_id, action="record.withdraw")
+    with transaction.atomic():
+        return _record_withdraw(caller=caller, record=record, reason=reason)
+
+
+def _record_withdraw(*, caller: Caller, record: Record, reason: str) -> Record:
     record = Record.objects.select_for_update().get(pk=record.pk)
     already = record.withdrawn_at is not None
     if not already:
@@ -295,21 +302,25 @@ def consent_register(
     return consent
 
 
-def consent_get(*, caller: Caller, consent_id: Any) -> Consent:
+def consent_get(*, caller: Caller, consent_id: Any, action: str = "consent.read") -> Consent:
     try:
         consent_uuid = uuid.UUID(str(consent_id))
     except ValueError:
         raise NotFound() from None
     consent = Consent.objects.filter(pk=consent_uuid, member=caller.member).first()
     if consent is None:
-        _deny(caller, "consent.read", "not_found", object_type="consent", object_id=str(consent_uuid))
+        audit_denied(caller, action, "not_found", object_type="consent", object_id=str(consent_uuid))
         raise NotFound()
     return consent
 
 
-@transaction.atomic
 def consent_revoke(*, caller: Caller, consent_id: Any) -> Consent:
-    consent = consent_get(caller=caller, consent_id=consent_id)
+    consent = consent_get(caller=caller, consent_id=consent_id, action="consent.revoke")  # audited outside
+    with transaction.atomic():
+        return _consent_revoke(caller=caller, consent=consent)
+
+
+def _consent_revoke(*, caller: Caller, consent: Consent) -> Consent:
     consent = Consent.objects.select_for_update().get(pk=consent.pk)
     already = consent.revoked_at is not None
     if not already:
@@ -420,7 +431,7 @@ def _check_reciprocity(caller: Caller, token: str, now: datetime) -> None:
     if days <= 0:
         return
     if not RecordVersion.objects.filter(member=caller.member, created_at__gte=now - timedelta(days=days)).exists():
-        _deny(caller, "inquiry.create", "reciprocity_required", subject_token=token, days=days)
+        audit_denied(caller, "inquiry.create", "reciprocity_required", subject_token=token, days=days)
         raise Forbidden(
             "reciprocity_required",
             f"Members may query only if they furnished a record in the last {days} days.",
@@ -443,7 +454,7 @@ def inquiry_create(*, caller: Caller, subject: Any, consent_id: Any, purpose: st
         else "not_found"
     )
     if why:
-        _deny(caller, "inquiry.create", f"consent_{why}", subject_token=token, purpose=purpose)
+        audit_denied(caller, "inquiry.create", f"consent_{why}", subject_token=token, purpose=purpose)
         raise Forbidden(
             "consent_required",
             "No active consent registered by you for this subject and purpose; register one first.",
@@ -503,7 +514,7 @@ def inquiry_get(*, caller: Caller, inquiry_id: Any) -> Inquiry:
         raise NotFound() from None
     inquiry = Inquiry.objects.filter(pk=inquiry_uuid, member=caller.member).first()
     if inquiry is None:
-        _deny(caller, "inquiry.read", "not_found", object_type="inquiry", object_id=str(inquiry_uuid))
+        audit_denied(caller, "inquiry.read", "not_found", object_type="inquiry", object_id=str(inquiry_uuid))
         raise NotFound()
     return inquiry
 

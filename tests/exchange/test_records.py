@@ -285,3 +285,16 @@ def test_a_withdrawn_record_resubmitted_is_reinstated_as_a_new_version(bank_a):
     result = submit(bank_a, copy.deepcopy(record("L-1", 1))).json()["results"][0]
     assert (result["id"], result["version"]) == (record_id, 2)
     assert bank_a.client.get(f"/api/v1/records/{record_id}").json()["withdrawn"] is False
+
+
+def test_refusals_to_withdraw_or_revoke_anothers_objects_are_audited(bank_a, bank_b):
+    from tests.factories import consent
+
+    record_id = submit(bank_a, record("L-1", 1)).json()["results"][0]["id"]
+    consent_id = bank_a.client.post("/api/v1/consents", consent(1), format="json").json()["id"]
+    assert (
+        bank_b.client.post(f"/api/v1/records/{record_id}/withdraw", {"reason": "x"}, format="json").status_code == 404
+    )
+    assert bank_b.client.post(f"/api/v1/consents/{consent_id}/revoke").status_code == 404
+    denied = AuditEvent.objects.filter(outcome="denied", member_code="BANKB")
+    assert {(e.action, e.object_id) for e in denied} == {("record.withdraw", record_id), ("consent.revoke", consent_id)}
