@@ -19,6 +19,8 @@ GENESIS = "0" * 64
 HASHED_FIELDS = (*IMMUTABLE_COLUMNS, "seq")
 # What an export line carries: the hashed fields plus the two chain columns.
 EXPORT_FIELDS = ("seq", *IMMUTABLE_COLUMNS, "prev_hash", "hash")
+# The columns whole-table readers fetch with `.values()`.
+ROW_COLUMNS = EXPORT_FIELDS
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
@@ -81,16 +83,19 @@ def link_hash(prev_hash: str, fields: dict[str, Any]) -> str:
     if not isinstance(prev_hash, str) or not _HEX64.fullmatch(prev_hash):
         raise NotCanonical("prev_hash is not 64 lower-case hex digits")
     body = {name: fields[name] for name in HASHED_FIELDS}
-    return hashlib.sha256(bytes.fromhex(prev_hash) + canonical_json(body).encode("ascii")).hexdigest()
+    # Only `details` is free-form; the other fields are typed columns, and a wrongly typed value
+    # in a forged export line cannot encode to the same bytes as the right one anyway.
+    _check(body["details"])
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return hashlib.sha256(bytes.fromhex(prev_hash) + text.encode("ascii")).hexdigest()
+
+
+def row_fields(row: dict[str, Any]) -> dict[str, Any]:
+    """Canonical values from a `.values()` row of AuditEvent (the fast path for whole-table work)."""
+    fields = dict(row)
+    fields["occurred_at"] = iso_utc(row["occurred_at"])
+    return fields
 
 
 def event_hash(event: Any, prev_hash: str) -> str:
     return link_hash(prev_hash, payload(event))
-
-
-def export_record(event: Any) -> dict[str, Any]:
-    """An event as an export line: the hashed fields plus prev_hash and hash."""
-    record = payload(event)
-    record["prev_hash"] = event.prev_hash
-    record["hash"] = event.hash
-    return record

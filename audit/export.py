@@ -23,7 +23,16 @@ from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 from tqdm import tqdm
 
-from audit.chain import EXPORT_FIELDS, GENESIS, NotCanonical, canonical_json, export_record, iso_utc, link_hash
+from audit.chain import (
+    EXPORT_FIELDS,
+    GENESIS,
+    ROW_COLUMNS,
+    NotCanonical,
+    canonical_json,
+    iso_utc,
+    link_hash,
+    row_fields,
+)
 from audit.models import AuditEvent
 from audit.services import audit_write
 from audit.signing import manifest_signature_valid, public_key_b64, sign_manifest
@@ -54,17 +63,17 @@ def parse_bound(value: str | None, *, end: bool) -> tuple[datetime | None, str |
     naive). Returns (moment, its canonical text, whether the bound is exclusive)."""
     if not value:
         return None, None, False
+    day = parse_date(value) if len(value) == 10 else None
+    if day is not None:
+        if end:  # --until a date includes that whole day: stop before the next one
+            return datetime.combine(day + timedelta(days=1), time.min, tzinfo=UTC), day.isoformat(), True
+        return datetime.combine(day, time.min, tzinfo=UTC), day.isoformat(), False
     moment = parse_datetime(value)
     if moment is not None:
         if timezone.is_naive(moment):
             moment = moment.replace(tzinfo=UTC)
         return moment, iso_utc(moment), False
-    day = parse_date(value)
-    if day is None:
-        raise ExportError(f"{value!r} is not an ISO date or datetime")
-    if end:  # --until a date includes that whole day: stop before the next one
-        return datetime.combine(day + timedelta(days=1), time.min, tzinfo=UTC), day.isoformat(), True
-    return datetime.combine(day, time.min, tzinfo=UTC), day.isoformat(), False
+    raise ExportError(f"{value!r} is not an ISO date or datetime")
 
 
 def _rows_to_text(fmt: str):
@@ -138,8 +147,8 @@ def export_events(
             data = header.encode("utf-8")
             digest.update(data)
             fh.write(data)
-        for event in events.iterator(chunk_size=CHUNK_SIZE):
-            record = export_record(event)
+        for row in events.values(*ROW_COLUMNS).iterator(chunk_size=CHUNK_SIZE):
+            record = row_fields(row)
             data = render(record).encode("utf-8")
             digest.update(data)
             fh.write(data)

@@ -22,9 +22,10 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, transaction
 from django.utils import timezone
 
-from audit.chain import GENESIS, NotCanonical, event_hash
+from audit.chain import GENESIS, NotCanonical, link_hash, row_fields
 from audit.models import AuditEvent, Checkpoint
 from audit.signing import sign_checkpoint
+from audit.triggers import IMMUTABLE_COLUMNS
 
 logger = logging.getLogger(__name__)
 
@@ -119,16 +120,17 @@ def _seal_batch() -> tuple[int, int, str]:
     """Seal up to BATCH_SIZE committed events; returns (count, newest seq, newest hash)."""
     last = AuditEvent.objects.filter(seq__isnull=False).order_by("-seq").values_list("seq", "hash").first()
     seq, prev = last if last else (0, GENESIS)
-    events = list(AuditEvent.objects.filter(seq__isnull=True).order_by("id")[:BATCH_SIZE])
+    events = AuditEvent.objects.filter(seq__isnull=True).order_by("id").values(*IMMUTABLE_COLUMNS)[:BATCH_SIZE]
     rows = []
     for event in events:
         seq += 1
-        event.seq = seq
         try:
-            digest = event_hash(event, prev)
+            fields = row_fields(event)
+            fields["seq"] = seq
+            digest = link_hash(prev, fields)
         except NotCanonical as exc:
-            raise NotCanonical(f"audit event id {event.id} cannot be sealed: {exc}") from exc
-        rows.append((event.id, seq, prev, digest))
+            raise NotCanonical(f"audit event id {event['id']} cannot be sealed: {exc}") from exc
+        rows.append((event["id"], seq, prev, digest))
         prev = digest
     if rows:
         _write_seals(rows)

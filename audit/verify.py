@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from audit.chain import GENESIS, NotCanonical, event_hash
+from audit.chain import GENESIS, ROW_COLUMNS, NotCanonical, link_hash, row_fields
 from audit.models import AuditEvent, Checkpoint
 from audit.signing import checkpoint_signature_valid, public_key_b64
 
@@ -96,13 +96,13 @@ def verify_chain(
         Checkpoint.objects.filter(id__lte=newest_checkpoint_id).order_by("seq", "id").iterator(chunk_size=chunk_size)
     )
     checkpoint = next(checkpoints, None)
-    events = AuditEvent.objects.filter(seq__isnull=False, seq__lte=max_seq).order_by("seq", "id")
+    events = AuditEvent.objects.filter(seq__isnull=False, seq__lte=max_seq).order_by("seq", "id").values(*ROW_COLUMNS)
 
     expected, prev = 1, GENESIS
     for event in events.iterator(chunk_size=chunk_size):
         problem = _check_event(event, expected, prev)
         if problem is None:
-            while checkpoint is not None and checkpoint.seq <= event.seq:
+            while checkpoint is not None and checkpoint.seq <= event["seq"]:
                 problem = _check_checkpoint(checkpoint, event, trusted)
                 if problem is not None:
                     break
@@ -112,9 +112,9 @@ def verify_chain(
         if problem is not None:
             report.problem = problem
             return report
-        prev, expected = event.hash, expected + 1
+        prev, expected = event["hash"], expected + 1
         report.events += 1
-        report.last_seq, report.last_hash = event.seq, event.hash
+        report.last_seq, report.last_hash = event["seq"], event["hash"]
         if progress is not None:
             progress(1)
 
@@ -135,55 +135,48 @@ def verify_chain(
     return report
 
 
-def _check_event(event: AuditEvent, expected: int, prev: str) -> Problem | None:
-    name = _event_name(event.seq, event.id)
-    if event.seq > expected:
+def _check_event(event: dict, expected: int, prev: str) -> Problem | None:
+    seq, event_id = event["seq"], event["id"]
+    name = _event_name(seq, event_id)
+    if seq > expected:
         return Problem(
             Kind.GAP,
             f"seq {expected}: missing: the next event is {name}: events were deleted or the chain reordered",
             seq=expected,
-            event_id=event.id,
+            event_id=event_id,
         )
-    if event.seq < expected:
+    if seq < expected:
         return Problem(
-            Kind.DUPLICATE,
-            f"{name}: seq {event.seq} appears twice: an event was inserted",
-            seq=event.seq,
-            event_id=event.id,
+            Kind.DUPLICATE, f"{name}: seq {seq} appears twice: an event was inserted", seq=seq, event_id=event_id
         )
-    if event.prev_hash != prev:
+    if event["prev_hash"] != prev:
         return Problem(
             Kind.PREV_HASH,
             f"{name}: prev_hash mismatch: it does not link to seq {expected - 1}: "
             "an event was deleted, inserted or reordered",
-            seq=event.seq,
-            event_id=event.id,
+            seq=seq,
+            event_id=event_id,
         )
     try:
-        digest = event_hash(event, prev)
+        digest = link_hash(prev, row_fields(event))
     except NotCanonical as exc:
         digest = f"(not canonical: {exc})"
-    if digest != event.hash:
-        return Problem(
-            Kind.HASH,
-            f"{name}: hash mismatch: the event's content was changed",
-            seq=event.seq,
-            event_id=event.id,
-        )
+    if digest != event["hash"]:
+        return Problem(Kind.HASH, f"{name}: hash mismatch: the event's content was changed", seq=seq, event_id=event_id)
     return None
 
 
-def _check_checkpoint(checkpoint: Checkpoint, event: AuditEvent, trusted: set[str]) -> Problem | None:
+def _check_checkpoint(checkpoint: Checkpoint, event: dict, trusted: set[str]) -> Problem | None:
     label = f"checkpoint {checkpoint.id} at seq {checkpoint.seq}"
-    if checkpoint.seq < event.seq:  # only a position below 1 can be skipped past
+    if checkpoint.seq < event["seq"]:  # only a position below 1 can be skipped past
         return Problem(Kind.CHECKPOINT, f"{label} names no event", seq=checkpoint.seq, event_id=None)
-    name = _event_name(event.seq, event.id)
+    name = _event_name(event["seq"], event["id"])
     if checkpoint.public_key not in trusted:
         return Problem(
             Kind.UNTRUSTED,
             f"{name}: {label}: checkpoint signature invalid: signed by an untrusted key {checkpoint.public_key}",
-            seq=event.seq,
-            event_id=event.id,
+            seq=event["seq"],
+            event_id=event["id"],
         )
     if not checkpoint_signature_valid(
         public_key=checkpoint.public_key,
@@ -195,15 +188,15 @@ def _check_checkpoint(checkpoint: Checkpoint, event: AuditEvent, trusted: set[st
         return Problem(
             Kind.SIGNATURE,
             f"{name}: {label}: checkpoint signature invalid",
-            seq=event.seq,
-            event_id=event.id,
+            seq=event["seq"],
+            event_id=event["id"],
         )
-    if checkpoint.hash != event.hash:
+    if checkpoint.hash != event["hash"]:
         return Problem(
             Kind.CHECKPOINT,
             f"{name}: {label} signed a different hash: the history up to here is not the one that was signed",
-            seq=event.seq,
-            event_id=event.id,
+            seq=event["seq"],
+            event_id=event["id"],
         )
     return None
 
