@@ -3,7 +3,7 @@
 from django.urls import path
 
 from exchange import api as exchange_api
-from exchange import disputes_api
+from exchange import disputes_api, submissions_api
 from members.api import MeView
 
 urlpatterns = [
@@ -20,4 +20,11 @@ urlpatterns = [
     path("disputes", disputes_api.DisputeListCreateView.as_view(), name="disputes"),
     path("disputes/<str:dispute_id>", disputes_api.DisputeDetailView.as_view(), name="dispute"),
     path("disputes/<str:dispute_id>/resolve", disputes_api.DisputeResolveView.as_view(), name="dispute-resolve"),
+    path("submissions", submissions_api.SubmissionListCreateView.as_view(), name="submissions"),
+    path("submissions/<str:submission_id>", submissions_api.SubmissionDetailView.as_view(), name="submission"),
+    path(
+        "submissions/<str:submission_id>/errors",
+        submissions_api.SubmissionErrorsView.as_view(),
+        name="submission-errors",
+    ),
 ]

@@ -384,6 +384,10 @@ class Submission(models.Model):
     format = models.CharField(max_length=8, choices=SubmissionFormat.choices)
     sha256 = models.CharField(max_length=64)
     size = models.BigIntegerField(help_text="bytes")
+    # Relative to EXCHANGE_SUBMISSIONS_DIR for uploads (deleted once processed: it holds raw
+    # identifiers); absolute for `import_records`, whose file is the operator's and is kept.
+    file_name = models.CharField(max_length=500)
+    file_owned = models.BooleanField(default=True)
     status = models.CharField(max_length=12, choices=SubmissionStatus.choices, default=SubmissionStatus.QUEUED)
     total = models.BigIntegerField(default=0, help_text="data rows: an upper-bound estimate until completed")
     accepted = models.BigIntegerField(default=0)
@@ -393,6 +397,7 @@ class Submission(models.Model):
     error = models.CharField(max_length=300, blank=True, help_text="why the file failed; never personal data")
     lease_owner = models.CharField(max_length=120, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0, help_text="claims by a worker; capped against a crash loop")
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

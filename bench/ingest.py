@@ -1,0 +1,283 @@
+"""Bulk ingest throughput on PostgreSQL: `import_records` against plain COPY and the naive ORM path.
+
+    DATABASE_URL=postgres://user:pass@host:port/db .venv/bin/python bench/ingest.py [--rows 1000000]
+        [--orm-sample 2000] [--chunk-rows 5000] [--writer copy|executemany|orm] [--workdir DIR] [--keep]
+
+In one run, on one database (migrated here), it
+1. generates a CSV of `--rows` records (about 1% invalid) without holding it in memory;
+2. imports it with `manage.py import_records` in a child process: rows per second, and the peak
+   resident memory of that process (ru_maxrss);
+3. loads the same rows, as the import stored them, with plain `COPY` into a table shaped like
+   exchange_record (same columns, indexes and constraints): the physical limit for these rows;
+4. stores `--orm-sample` rows one at a time, each validated and saved through the ORM in its own
+   transaction (services.records_store): what a naive implementation does.
+It prints one JSON line per step and a summary. See bench/README.md for a throwaway server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+_DEFAULTS = {
+    "DJANGO_SETTINGS_MODULE": "config.settings",
+    "DEBUG": "0",
+    "SECURE_SSL_REDIRECT": "0",
+    "SECRET_KEY": "bench-secret-key-not-for-production-" + "x" * 20,
+    "EXCHANGE_SUBJECT_KEY": base64.b64encode(b"s" * 32).decode(),
+    "EXCHANGE_FIELD_KEYS": "bench1:" + base64.b64encode(b"f" * 32).decode(),
+    "EXCHANGE_AUDIT_SIGNING_KEY": base64.b64encode(b"a" * 32).decode(),
+    "LOG_LEVEL": "WARNING",
+}
+for _name, _value in _DEFAULTS.items():
+    os.environ.setdefault(_name, _value)
+
+COLUMNS = (
+    "member_reference,id_type,id_number,name,country,product,currency,principal,amount_overdue,"
+    "days_past_due,status,opened_on,delinquent_since,as_of,notice_sent_on,settled_on,payment_history"
+)
+_RIC_WEIGHTS = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2]
+_RIC_CHECK = "10X98765432"
+_PRODUCTS = ("consumer_loan", "credit_line", "credit_card", "mortgage", "auto_loan", "bnpl")
+
+
+def _ric(n: int) -> str:
+    born = date(1950, 1, 1) + timedelta(days=n // 1000)
+    body = f"110105{born:%Y%m%d}{n % 1000:03d}"
+    return body + _RIC_CHECK[sum(int(c) * w for c, w in zip(body, _RIC_WEIGHTS, strict=True)) % 11]
+
+
+def generate(path: Path, rows: int, *, prefix: str = "B") -> None:
+    """A CSV of `rows` records, every 100th one invalid (a negative amount)."""
+    with open(path, "w", encoding="utf-8", newline="") as out:
+        out.write(COLUMNS + "\n")
+        for n in range(rows):
+            overdue = "-1.00" if n % 100 == 99 else f"{(n % 5000) + 100}.50"
+            settled = n % 7 == 0
+            status, settled_on = ("settled", "2026-09-01") if settled else ("delinquent", "")
+            out.write(
+                f"{prefix}-{n:08d},CN_RIC,{_ric(n)},Borrower {n % 9973},,{_PRODUCTS[n % len(_PRODUCTS)]},CNY,"
+                f"{10000 + n % 90000}.00,{overdue},{n % 400},{status},2025-01-10,2026-08-01,2026-09-15,"
+                f"2026-08-20,{settled_on},NNNN12\n"
+            )
+
+
+def _peak_mb(who: int) -> float:
+    return resource.getrusage(who).ru_maxrss / 1024  # KiB on Linux
+
+
+def _django():
+    import django
+
+    django.setup()
+
+
+def _manage(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), *args],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def _member(code: str) -> None:
+    _django()
+    from members.models import Member
+    from members.services import member_create
+
+    if not Member.objects.filter(code=code).exists():
+        member_create(code=code, name=f"Bench {code}", kind="bank", actor="bench")
+
+
+def step_import(code: str, path: Path, rows: int, chunk_rows: int, writer: str) -> dict:
+    """`import_records` in a child process; its peak memory is the only child's ru_maxrss."""
+    env = {"EXCHANGE_BULK_WRITER": writer} if writer else {}
+    started = time.perf_counter()
+    done = _manage("import_records", code, str(path), "--no-progress", f"--chunk-rows={chunk_rows}", env=env)
+    seconds = time.perf_counter() - started
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return {
+        "step": "import_records",
+        "rows": rows,
+        "accepted": result["accepted"],
+        "rejected": result["rejected"],
+        "seconds": round(seconds, 2),
+        "rows_per_second": round(rows / seconds),
+        "peak_memory_mb": round(_peak_mb(resource.RUSAGE_CHILDREN), 1),
+    }
+
+
+def step_copy(code: str, workdir: Path) -> dict:
+    """Plain COPY of the imported records (as stored) into a table shaped like exchange_record."""
+    _django()
+    from django.db import connection
+
+    from exchange.models import Record
+    from members.models import Member
+
+    member = Member.objects.get(code=code)
+    table = Record._meta.db_table
+    dump = workdir / "records.copy"
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE IF EXISTS bench_copy_target")
+        cursor.execute(f"CREATE TABLE bench_copy_target (LIKE {table} INCLUDING ALL)")
+        with (
+            open(dump, "wb") as out,
+            cursor.cursor.copy(f"COPY (SELECT * FROM {table} WHERE member_id = '{member.pk}') TO STDOUT") as copy,
+        ):
+            for block in copy:
+                out.write(block)
+    rows = Record.objects.filter(member=member).count()
+    started = time.perf_counter()
+    with connection.cursor() as cursor:
+        with open(dump, "rb") as source, cursor.cursor.copy("COPY bench_copy_target FROM STDIN") as copy:
+            while block := source.read(1 << 20):
+                copy.write(block)
+    seconds = time.perf_counter() - started
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE bench_copy_target")
+    dump.unlink()
+    return {"step": "plain_copy", "rows": rows, "seconds": round(seconds, 2), "rows_per_second": round(rows / seconds)}
+
+
+def step_orm(code: str, sample: int) -> dict:
+    """One row at a time: parse, then save through the ORM in its own transaction."""
+    _django()
+    from django.db import transaction
+
+    from exchange.services import records_store
+    from exchange.validation import RecordErrors, parse_record
+    from members.models import Member
+
+    member = Member.objects.get(code=code)
+    keys = COLUMNS.split(",")
+    workdir = Path(tempfile.mkdtemp(prefix="bench-orm-"))
+    path = workdir / "sample.csv"
+    generate(path, sample, prefix="O")
+    import csv
+
+    started = time.perf_counter()
+    with open(path, encoding="utf-8", newline="") as source:
+        reader = csv.reader(source)
+        next(reader)
+        for cells in reader:
+            raw = {k: v for k, v in zip(keys, cells, strict=True) if v}
+            raw["subject"] = {k: raw.pop(k) for k in ("id_type", "id_number", "name", "country") if k in raw}
+            try:
+                parsed = parse_record(raw)
+            except RecordErrors:
+                continue
+            with transaction.atomic():
+                records_store(member=member, actor="bench", records=[parsed])
+    seconds = time.perf_counter() - started
+    path.unlink()
+    workdir.rmdir()
+    return {
+        "step": "orm_one_at_a_time",
+        "rows": sample,
+        "seconds": round(seconds, 2),
+        "rows_per_second": round(sample / seconds),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--orm-sample", type=int, default=2000)
+    parser.add_argument("--chunk-rows", type=int, default=5000)
+    parser.add_argument("--writer", choices=["copy", "executemany", "orm"], default="")
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--keep", action="store_true", help="keep the generated CSV")
+    parser.add_argument("--step", choices=["copy", "orm", "member"], help=argparse.SUPPRESS)
+    parser.add_argument("--code", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.step == "copy":
+        print(json.dumps(step_copy(args.code, args.workdir)))
+        return 0
+    if args.step == "orm":
+        print(json.dumps(step_orm(args.code, args.orm_sample)))
+        return 0
+    if args.step == "member":
+        _member(args.code)
+        return 0
+
+    if not os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://")):
+        print("Set DATABASE_URL to a PostgreSQL database (see bench/README.md).", file=sys.stderr)
+        return 2
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    _manage("migrate", "--noinput", "-v0")
+    # Fresh members each run: a file already imported by a member would be answered as a duplicate.
+    stamp = time.strftime("%m%d%H%M%S")
+    codes = {"import": f"BI{stamp}", "copy": f"BI{stamp}", "orm": f"BO{stamp}"}
+    for code in (codes["import"], codes["orm"]):
+        subprocess.run([sys.executable, __file__, "--step=member", f"--code={code}"], check=True)
+
+    path = workdir / f"ingest-{args.rows}.csv"
+    started = time.perf_counter()
+    generate(path, args.rows)
+    size_mb = path.stat().st_size / 1e6
+    print(
+        json.dumps(
+            {
+                "step": "generate",
+                "rows": args.rows,
+                "size_mb": round(size_mb, 1),
+                "seconds": round(time.perf_counter() - started, 1),
+            }
+        ),
+        flush=True,
+    )
+
+    results = {}
+    results["import"] = step_import(codes["import"], path, args.rows, args.chunk_rows, args.writer)
+    print(json.dumps(results["import"]), flush=True)
+    for step in ("copy", "orm"):
+        done = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                f"--step={step}",
+                f"--code={codes[step]}",
+                f"--workdir={workdir}",
+                f"--orm-sample={args.orm_sample}",
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        results[step] = json.loads(done.stdout.strip().splitlines()[-1])
+        print(json.dumps(results[step]), flush=True)
+    if not args.keep:
+        path.unlink()
+
+    imported = results["import"]["rows_per_second"]
+    summary = {
+        "import_rows_per_second": imported,
+        "plain_copy_rows_per_second": results["copy"]["rows_per_second"],
+        "orm_rows_per_second": results["orm"]["rows_per_second"],
+        "import_vs_copy": round(imported / results["copy"]["rows_per_second"], 3),
+        "import_vs_orm": round(imported / results["orm"]["rows_per_second"], 1),
+        "import_peak_memory_mb": results["import"]["peak_memory_mb"],
+    }
+    print(json.dumps({"summary": summary}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1032 @@
+"""Bulk files of records (CSV or JSON Lines): stored as uploaded, then processed in chunks.
+
+Every row goes through `exchange.validation.parse_record`, the JSON API's one validation path.
+The valid rows of a chunk, their versions, their audit events, the chunk's row errors and the
+submission's progress (byte offset, counts) are written in one transaction: a killed worker
+resumes at the last committed offset and never stores a row twice. On PostgreSQL the rows go in
+with COPY (ids and ciphertexts computed here, bound to their row as core.crypto does); on other
+databases with the ORM's bulk_create.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import hashlib
+import json
+import logging
+import os
+import signal
+import socket
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from itertools import islice
+from pathlib import Path
+from typing import IO, Any
+
+from django.conf import settings
+from django.db import IntegrityError, connection, models, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from audit.models import AuditEvent, Outcome
+from audit.services import audit_bulk_write, audit_write
+from core.context import current_request_id
+from core.crypto import encrypt, field_aad
+from exchange.models import (
+    Record,
+    RecordVersion,
+    Submission,
+    SubmissionError,
+    SubmissionFormat,
+    SubmissionStatus,
+)
+from exchange.services import reference_index
+from exchange.validation import SUBJECT_FIELDS, ParsedRecord, RecordErrors, latest_today, parse_record
+from members.models import Member
+
+logger = logging.getLogger(__name__)
+
+READ_BLOCK = 1 << 20  # bytes read from an upload or a file at a time
+MAX_LINE_BYTES = 1 << 20  # a longer physical line is reported, never held whole
+SNIFF_BYTES = 1 << 16  # the head of a file checked for being UTF-8 text
+MAX_ATTEMPTS = 5  # claims of one submission before it is failed (a crash loop, not bad rows)
+LOOKUP_BATCH = 900  # parameters per IN (...) lookup, under SQLite's limit
+_UTF8_BOM = codecs.BOM_UTF8
+
+CSV_COLUMNS = frozenset(
+    {
+        "member_reference",
+        "product",
+        "currency",
+        "principal",
+        "amount_overdue",
+        "days_past_due",
+        "status",
+        "opened_on",
+        "delinquent_since",
+        "as_of",
+        "notice_sent_on",
+        "settled_on",
+        "payment_history",
+    }
+    | SUBJECT_FIELDS
+)
+CSV_REQUIRED = (
+    "member_reference",
+    "id_type",
+    "id_number",
+    "product",
+    "principal",
+    "amount_overdue",
+    "days_past_due",
+    "status",
+    "opened_on",
+    "delinquent_since",
+    "as_of",
+    "notice_sent_on",
+)
+MEDIA_TYPES = {"text/csv": SubmissionFormat.CSV, "application/x-ndjson": SubmissionFormat.JSONL}
+EXTENSIONS = {".csv": SubmissionFormat.CSV, ".jsonl": SubmissionFormat.JSONL, ".ndjson": SubmissionFormat.JSONL}
+
+
+class FileRejected(Exception):
+    """The whole file cannot be processed (not text, no or a wrong header). The message is shown
+    to the member: it never quotes the file's content."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class UploadTooLarge(Exception):
+    pass
+
+
+class LeaseLost(Exception):
+    """Another worker took the submission over (this one's lease had lapsed): stop, store nothing."""
+
+
+# --- storing an upload ---------------------------------------------------------------------------
+
+
+def storage_dir() -> Path:
+    return Path(settings.EXCHANGE_SUBMISSIONS_DIR)
+
+
+def sniff_text(head: bytes, *, complete: bool) -> str | None:
+    """Why `head` (the first bytes of a file) is not UTF-8 text, or None when it is."""
+    if b"\x00" in head:
+        return "The file is not text (it holds NUL bytes): send CSV or JSON Lines encoded in UTF-8."
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # A multi-byte character cut by the end of the head is fine.
+        if complete or exc.start < len(head) - 3:
+            return "The file is not UTF-8 text: send CSV or JSON Lines encoded in UTF-8."
+    return None
+
+
+@dataclass
+class StoredFile:
+    path: Path
+    sha256: str
+    size: int
+    data_rows: int  # an upper-bound estimate: physical lines, less the CSV header
+
+
+def _estimate_rows(fmt: str, newlines: int, size: int, last: bytes) -> int:
+    lines = newlines + (1 if size and last != b"\n" else 0)
+    return max(0, lines - (1 if fmt == SubmissionFormat.CSV else 0))
+
+
+def upload_store(read: Callable[[int], bytes], *, fmt: str, limit: int) -> StoredFile:
+    """Stream a body into a new file under the storage dir, hashing and counting lines on the way.
+
+    Raises UploadTooLarge past `limit` bytes and FileRejected for an empty or non-text body; the
+    partial file is deleted in every case of failure.
+    """
+    directory = storage_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f".upload-{uuid.uuid4().hex}.part"
+    digest = hashlib.sha256()
+    size = newlines = 0
+    head = b""
+    last = b""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            while True:
+                block = read(READ_BLOCK)
+                if not block:
+                    break
+                size += len(block)
+                if size > limit:
+                    raise UploadTooLarge()
+                if len(head) < SNIFF_BYTES:
+                    head += block[: SNIFF_BYTES - len(head)]
+                digest.update(block)
+                newlines += block.count(b"\n")
+                last = block[-1:]
+                out.write(block)
+        _check_head(head, size)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return StoredFile(path, digest.hexdigest(), size, _estimate_rows(fmt, newlines, size, last))
+
+
+def file_inspect(path: Path, *, fmt: str) -> StoredFile:
+    """Hash and count an operator's file in place (import_records), checking it is text."""
+    digest = hashlib.sha256()
+    size = newlines = 0
+    head = last = b""
+    with open(path, "rb") as source:
+        while block := source.read(READ_BLOCK):
+            if len(head) < SNIFF_BYTES:
+                head += block[: SNIFF_BYTES - len(head)]
+            size += len(block)
+            digest.update(block)
+            newlines += block.count(b"\n")
+            last = block[-1:]
+    return StoredFile(path, digest.hexdigest(), size, _estimate_rows(fmt, newlines, size, last))
+
+
+def _check_head(head: bytes, size: int) -> None:
+    if size == 0:
+        raise FileRejected("The body is empty: send a CSV file with a header row, or JSON Lines.")
+    problem = sniff_text(head, complete=size <= len(head))
+    if problem:
+        raise FileRejected(problem)
+
+
+def format_for_path(path: Path) -> str:
+    """The format of an operator's file: by extension, else by its first non-blank character."""
+    fmt = EXTENSIONS.get(path.suffix.lower())
+    if fmt:
+        return fmt
+    with open(path, "rb") as source:
+        head = source.read(4096).lstrip(_UTF8_BOM + b" \t\r\n")
+    return SubmissionFormat.JSONL if head.startswith(b"{") else SubmissionFormat.CSV
+
+
+# --- creating a submission ------------------------------------------------------------------------
+
+
+def submission_create(
+    *, member: Member, actor: str, fmt: str, stored: StoredFile, owned: bool = True, enqueue: bool = True
+) -> tuple[Submission, bool]:
+    """Register a stored file as a submission, or return the member's earlier submission of the
+    same file (same SHA-256): resubmitting is safe, its rows are never stored twice.
+
+    An owned upload is renamed to `<id>.<format>` in the storage dir; a duplicate's copy is deleted.
+    Returns (submission, created). Audited as `submission.create`.
+    """
+    submission_id = uuid.uuid4()
+    now = timezone.now()
+    if owned:
+        final = stored.path.with_name(f"{submission_id}.{fmt}")
+        os.replace(stored.path, final)
+        file_name = final.name
+    else:
+        final = None
+        file_name = str(stored.path.resolve())
+    try:
+        with transaction.atomic():
+            existing = Submission.objects.select_for_update().filter(member=member, sha256=stored.sha256).first()
+            created = existing is None
+            requeued = False
+            if created:
+                submission = Submission.objects.create(
+                    id=submission_id,
+                    member=member,
+                    actor=actor[:120],
+                    format=fmt,
+                    sha256=stored.sha256,
+                    size=stored.size,
+                    file_name=file_name,
+                    file_owned=owned,
+                    total=stored.data_rows,
+                    created_at=now,
+                    # No worker has it yet: the recovery sweep re-enqueues it if none claims it by then.
+                    lease_expires_at=now + _lease(),
+                )
+            else:
+                submission = existing
+                if submission.status == SubmissionStatus.FAILED:
+                    # Failed as a whole (e.g. its file was lost): the same file may be tried again,
+                    # resuming from what was stored (a failure never leaves a row half-stored).
+                    _requeue_failed(submission, file_name=file_name, owned=owned, now=now)
+                    requeued = True
+                    final = None  # the new copy is the submission's file now
+            audit_write(
+                action="submission.create",
+                actor=actor,
+                member_code=member.code,
+                object_type="submission",
+                object_id=submission.pk,
+                details={"format": fmt, "size": stored.size, "sha256": stored.sha256, "duplicate": not created},
+            )
+            if enqueue and (created or requeued):
+                transaction.on_commit(lambda: submission_enqueue(submission.pk))
+    except BaseException:
+        if final is not None:
+            final.unlink(missing_ok=True)
+        raise
+    if not created and final is not None:
+        final.unlink(missing_ok=True)
+    return submission, created
+
+
+def _requeue_failed(submission: Submission, *, file_name: str, owned: bool, now: datetime) -> None:
+    old = _file_path(submission)
+    submission.status = SubmissionStatus.QUEUED
+    submission.error = ""
+    submission.attempts = 0
+    submission.finished_at = None
+    submission.file_name = file_name
+    submission.file_owned = owned
+    submission.lease_owner = ""
+    submission.lease_expires_at = now + _lease()
+    submission.save(
+        update_fields=[
+            "status",
+            "error",
+            "attempts",
+            "finished_at",
+            "file_name",
+            "file_owned",
+            "lease_owner",
+            "lease_expires_at",
+        ]
+    )
+    if old != _file_path(submission) and submission.file_owned:
+        transaction.on_commit(lambda: old.unlink(missing_ok=True))
+
+
+def submission_enqueue(submission_id: Any) -> None:
+    """Hand the submission to the task backend (after commit). A failure is only logged: the
+    worker's recovery sweep enqueues any submission that no worker claimed in time."""
+    from exchange.tasks import process_submission
+
+    try:
+        process_submission.enqueue(str(submission_id))
+    except Exception:
+        logger.exception("could not enqueue submission %s; the recovery sweep will", submission_id)
+
+
+# --- reading rows --------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Row:
+    line: int  # physical line where the row starts, 1-based
+    raw: Any
+    error: tuple[str, str] | None = None
+
+
+class _Lines:
+    """Decoded physical lines of a binary file from a byte offset, with the byte offset and the
+    line count after each. A line that is too long or not UTF-8 is replaced by an empty line and
+    named in `bad`, so the row it belongs to is reported instead of parsed."""
+
+    __slots__ = ("bad", "file", "line", "pos")
+
+    def __init__(self, file: IO[bytes], offset: int, line: int):
+        file.seek(offset)
+        self.file = file
+        self.pos = offset
+        self.line = line
+        self.bad = ""
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        raw = self.file.readline(MAX_LINE_BYTES)
+        if not raw:
+            raise StopIteration
+        start = self.pos
+        self.pos += len(raw)
+        self.line += 1
+        if len(raw) == MAX_LINE_BYTES and not raw.endswith(b"\n"):
+            while True:  # skip the rest of the line without holding it
+                more = self.file.readline(MAX_LINE_BYTES)
+                self.pos += len(more)
+                if not more or more.endswith(b"\n"):
+                    break
+            self.bad = f"is longer than {MAX_LINE_BYTES // (1 << 20)} MiB"
+            return "\n"
+        if start == 0 and raw.startswith(_UTF8_BOM):
+            raw = raw[len(_UTF8_BOM) :]
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            self.bad = "is not valid UTF-8 text"
+            return "\n"
+
+
+def _csv_header(lines: _Lines) -> list[str]:
+    reader = csv.reader(lines, strict=True)
+    try:
+        cells = next(reader)
+        while not any(cell.strip() for cell in cells):
+            cells = next(reader)
+    except StopIteration:
+        raise FileRejected("The file has no header row: a CSV file starts with a row naming its columns.") from None
+    except csv.Error:
+        raise FileRejected("The header row is not valid CSV.") from None
+    if lines.bad:
+        raise FileRejected(f"The header row {lines.bad}.")
+    columns = [cell.strip().lower() for cell in cells]
+    for number, column in enumerate(columns, start=1):
+        # Never quote the cell: a file without a header has a borrower's data in its first row.
+        if column not in CSV_COLUMNS:
+            raise FileRejected(
+                f"Column {number} of the header row is not a record field; the header names the columns "
+                f"({', '.join(sorted(CSV_COLUMNS))})."
+            )
+        if column in columns[: number - 1]:
+            raise FileRejected(f"Column {number} of the header row repeats an earlier column.")
+    missing = [column for column in CSV_REQUIRED if column not in columns]
+    if missing:
+        raise FileRejected(f"The header row lacks required columns: {', '.join(missing)}.")
+    return columns
+
+
+def _csv_rows(lines: _Lines, columns: list[str]) -> Iterator[Row]:
+    reader = csv.reader(lines, strict=True)
+    width = len(columns)
+    while True:
+        start = lines.line + 1
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            # The csv module's messages name only the delimiter and quote characters.
+            lines.bad = ""
+            yield Row(start, None, ("", f"is not valid CSV ({exc})"))
+            continue
+        if lines.bad:
+            yield Row(start, None, ("", lines.bad))
+            lines.bad = ""
+            continue
+        if not cells or (len(cells) == 1 and width > 1 and not cells[0].strip()):
+            continue  # a blank line
+        if len(cells) != width:
+            yield Row(start, None, ("", f"has {len(cells)} columns; the header row has {width}"))
+            continue
+        raw: dict[str, Any] = {}
+        subject: dict[str, str] = {}
+        for column, cell in zip(columns, cells, strict=True):
+            cell = cell.strip()
+            if cell:  # an empty cell means the field is absent
+                (subject if column in SUBJECT_FIELDS else raw)[column] = cell
+        raw["subject"] = subject
+        yield Row(start, raw)
+
+
+def _jsonl_rows(lines: _Lines) -> Iterator[Row]:
+    for text in lines:
+        number = lines.line
+        if lines.bad:
+            yield Row(number, None, ("", lines.bad))
+            lines.bad = ""
+            continue
+        if not text.strip():
+            continue
+        try:
+            raw = json.loads(text)
+        except ValueError as exc:
+            column = getattr(exc, "colno", None)
+            yield Row(number, None, ("", f"is not valid JSON (column {column})" if column else "is not valid JSON"))
+            continue
+        except RecursionError:
+            yield Row(number, None, ("", "is not valid JSON (nested too deeply)"))
+            continue
+        yield Row(number, raw)
+
+
+def open_rows(file: IO[bytes], fmt: str, *, offset: int, line: int) -> tuple[_Lines, Iterator[Row]]:
+    """The rows of a file from a byte offset (a resumed CSV re-reads its header first)."""
+    file.seek(0)
+    head = file.read(SNIFF_BYTES)
+    size = file.seek(0, os.SEEK_END)
+    problem = sniff_text(head, complete=size <= len(head))
+    if problem:
+        raise FileRejected(problem)
+    if fmt == SubmissionFormat.JSONL:
+        lines = _Lines(file, offset, line)
+        return lines, _jsonl_rows(lines)
+    if offset == 0:
+        lines = _Lines(file, 0, 0)
+        columns = _csv_header(lines)
+    else:
+        columns = _csv_header(_Lines(file, 0, 0))
+        lines = _Lines(file, offset, line)
+    return lines, _csv_rows(lines, columns)
+
+
+# --- storing a chunk -----------------------------------------------------------------------------
+
+_RECORD_UPDATE_FIELDS = (*Record.DATA_FIELDS, "name", "version", "withdrawn_at", "withdraw_reason", "updated_at")
+
+
+@dataclass(slots=True)
+class _Planned:
+    record: ParsedRecord
+    record_id: uuid.UUID
+    index: str
+    version: int
+    created: bool
+
+
+def _existing(member: Member, indexes: list[str]) -> dict[str, tuple[uuid.UUID, int]]:
+    """(id, version) of the member's records with these reference indexes, locked for update."""
+    found: dict[str, tuple[uuid.UUID, int]] = {}
+    unique = sorted(set(indexes))
+    for start in range(0, len(unique), LOOKUP_BATCH):
+        rows = (
+            Record.objects.select_for_update()
+            .filter(member=member, reference_index__in=unique[start : start + LOOKUP_BATCH])
+            .values_list("reference_index", "id", "version")
+        )
+        for index, record_id, version in rows:
+            found[index] = (record_id, version)
+    return found
+
+
+def records_bulk_store(
+    *, member: Member, actor: str, records: list[ParsedRecord], submission_id: uuid.UUID | None = None
+) -> int:
+    """Store validated records as new records or new versions (a reference seen earlier, in the
+    database or in this list, gets the next version), with one `record.submit` audit event per
+    version. Same outcome as services.records_store, written set-wise; runs in the caller's
+    transaction. Returns the number of versions stored."""
+    if not records:
+        return 0
+    now = timezone.now()
+    indexes = [reference_index(member, r.member_reference) for r in records]
+    state = _existing(member, indexes)
+    existed = set(state)
+    planned: list[_Planned] = []
+    for record, index in zip(records, indexes, strict=True):
+        current = state.get(index)
+        if current is None:
+            record_id, version = uuid.uuid4(), 1
+        else:
+            record_id, version = current[0], current[1] + 1
+        state[index] = (record_id, version)
+        planned.append(_Planned(record, record_id, index, version, created=version == 1 and index not in existed))
+    # The current state of each record is its last version in this list.
+    final: dict[uuid.UUID, _Planned] = {p.record_id: p for p in planned}
+    new = [p for p in final.values() if p.index not in existed]
+    changed = [p for p in final.values() if p.index in existed]
+    writer = _store_rows(member, submission_id, now, new, changed, planned)
+    if writer == "copy":
+        _copy_audit(member, actor, submission_id, now, planned)
+        return len(planned)
+    audit_bulk_write(
+        [
+            AuditEvent(
+                action="record.submit",
+                actor=actor,
+                member_code=member.code,
+                object_type="record",
+                object_id=str(p.record_id),
+                subject_token=p.record.subject_token,
+                details={"version": p.version, "created": p.created, "submission": str(submission_id or "")},
+            )
+            for p in planned
+        ]
+    )
+    return len(planned)
+
+
+def _data(record: ParsedRecord) -> dict[str, Any]:
+    return {name: getattr(record, name) for name in Record.DATA_FIELDS}
+
+
+def _writer() -> str:
+    """How chunks are written: COPY on PostgreSQL, executemany elsewhere. EXCHANGE_BULK_WRITER
+    (copy, executemany, orm) overrides it, for the benchmark's comparison (bench/ingest.py)."""
+    chosen = os.environ.get("EXCHANGE_BULK_WRITER", "")
+    if chosen in ("executemany", "orm") or (chosen == "copy" and connection.vendor == "postgresql"):
+        return chosen
+    return "copy" if connection.vendor == "postgresql" else "executemany"
+
+
+def _store_rows(member, submission_id, now, new, changed, planned) -> str:
+    writer = _writer()
+    if writer == "orm":
+        _orm_write(member, submission_id, now, new, changed, planned)
+        return writer
+    # Ids and ciphertexts are made here, each value bound to its table, column and row exactly as
+    # EncryptedTextField.pre_save binds it, so the ORM reads these rows like any other.
+    record_fields = list(Record._meta.concrete_fields)
+    version_fields = list(RecordVersion._meta.concrete_fields)
+    record_name = Record._meta.get_field("name")
+    record_reference = Record._meta.get_field("member_reference")
+    version_name = RecordVersion._meta.get_field("name")
+
+    def seal(model, field, pk, value):
+        return None if value is None else encrypt(value, aad=field_aad(model, field, pk))
+
+    def record_row(p: _Planned) -> tuple:
+        values = {
+            "id": p.record_id,
+            "member_id": member.pk,
+            "reference_index": p.index,
+            "member_reference": seal(Record, record_reference, p.record_id, p.record.member_reference),
+            "name": seal(Record, record_name, p.record_id, p.record.name),
+            "version": p.version,
+            "withdrawn_at": None,
+            "withdraw_reason": None,
+            "created_at": now,
+            "updated_at": now,
+            **_data(p.record),
+        }
+        return tuple(values[f.attname] if f.attname in values else f.get_default() for f in record_fields)
+
+    def version_row(p: _Planned) -> tuple:
+        version_id = uuid.uuid4()
+        values = {
+            "id": version_id,
+            "record_id": p.record_id,
+            "member_id": member.pk,
+            "version": p.version,
+            "submission_id": submission_id,
+            "name": seal(RecordVersion, version_name, version_id, p.record.name),
+            "created_at": now,
+            **_data(p.record),
+        }
+        return tuple(values[f.attname] if f.attname in values else f.get_default() for f in version_fields)
+
+    update_names = [Record._meta.get_field(name).column for name in _RECORD_UPDATE_FIELDS]
+    with connection.cursor() as cursor:
+        if writer == "copy":
+            _copy_write(
+                cursor.cursor,
+                record_fields,
+                version_fields,
+                update_names,
+                new,
+                changed,
+                planned,
+                record_row,
+                version_row,
+            )
+        else:
+            _executemany_write(
+                cursor, record_fields, version_fields, update_names, new, changed, planned, record_row, version_row
+            )
+    return writer
+
+
+_AUDIT_COLUMNS = (
+    "occurred_at",
+    "actor",
+    "member_code",
+    "action",
+    "object_type",
+    "object_id",
+    "subject_token",
+    "outcome",
+    "request_id",
+    "details",
+)
+
+
+def _copy_audit(member: Member, actor: str, submission_id, now: datetime, planned: list[_Planned]) -> None:
+    """The `record.submit` events of a chunk by COPY: the same rows audit_bulk_write would insert
+    (unsealed; details of a fixed, non-personal shape). They are sealed into the chain by the
+    sealing backstop (run_worker, seal_audit; import_records seals at its end) rather than after
+    every chunk's commit, which would put the hashing of every event on the ingest's path."""
+    actor = actor[:120]
+    request_id = current_request_id()
+    submission = str(submission_id or "")
+    rows = (
+        (
+            now,
+            actor,
+            member.code,
+            "record.submit",
+            "record",
+            str(p.record_id),
+            p.record.subject_token,
+            Outcome.OK.value,
+            request_id,
+            json.dumps({"version": p.version, "created": p.created, "submission": submission}),
+        )
+        for p in planned
+    )
+    with connection.cursor() as cursor:
+        _copy(cursor.cursor, AuditEvent._meta.db_table, list(_AUDIT_COLUMNS), rows)
+
+
+def _copy_write(cursor, record_fields, version_fields, update_names, new, changed, planned, record_row, version_row):
+    quote = connection.ops.quote_name
+    table = quote(Record._meta.db_table)
+    record_columns = [f.column for f in record_fields]
+    if new:
+        _copy(cursor, Record._meta.db_table, record_columns, map(record_row, new))
+    if changed:
+        stage = "exchange_bulk_record_stage"
+        cursor.execute(
+            f"CREATE TEMPORARY TABLE IF NOT EXISTS {stage} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+        )
+        _copy(cursor, stage, record_columns, map(record_row, changed))
+        updates = ", ".join(f"{quote(c)} = s.{quote(c)}" for c in update_names)
+        cursor.execute(f"UPDATE {table} AS r SET {updates} FROM {stage} AS s WHERE r.id = s.id")  # noqa: S608
+        cursor.execute(f"TRUNCATE {stage}")
+    _copy(cursor, RecordVersion._meta.db_table, [f.column for f in version_fields], map(version_row, planned))
+
+
+def _copy(cursor, table: str, columns: list[str], rows: Iterator[tuple]) -> None:
+    quote = connection.ops.quote_name
+    statement = f"COPY {quote(table)} ({', '.join(quote(c) for c in columns)}) FROM STDIN"
+    with cursor.copy(statement) as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
+def _adapters(fields: list) -> list[Callable[[Any], Any] | None]:
+    """Per column, how a Python value becomes a database parameter (None: as it is), the way
+    the ORM would adapt it, chosen once per column rather than per value."""
+    ops = connection.ops
+    adapters: list[Callable[[Any], Any] | None] = []
+    for field in fields:
+        target = field.target_field if field.is_relation else field
+        if isinstance(target, models.UUIDField) and not connection.features.has_native_uuid_field:
+            adapters.append(lambda value: None if value is None else value.hex)
+        elif isinstance(field, models.DateTimeField):
+            adapters.append(ops.adapt_datetimefield_value)
+        elif isinstance(field, models.DateField):
+            adapters.append(ops.adapt_datefield_value)
+        else:
+            adapters.append(None)
+    return adapters
+
+
+def _adapt(adapters, row: tuple) -> tuple:
+    return tuple(value if adapt is None else adapt(value) for adapt, value in zip(adapters, row, strict=True))
+
+
+def _executemany_write(
+    cursor, record_fields, version_fields, update_names, new, changed, planned, record_row, version_row
+):
+    quote = connection.ops.quote_name
+    table = quote(Record._meta.db_table)
+    record_adapters = _adapters(record_fields)
+    if new:
+        columns = ", ".join(quote(f.column) for f in record_fields)
+        marks = ", ".join(["%s"] * len(record_fields))
+        cursor.executemany(
+            f"INSERT INTO {table} ({columns}) VALUES ({marks})",  # noqa: S608 - fixed names
+            [_adapt(record_adapters, record_row(p)) for p in new],
+        )
+    if changed:
+        positions = {f.column: i for i, f in enumerate(record_fields)}
+        chosen = [positions[c] for c in update_names]
+        id_position = positions[Record._meta.pk.column]
+        sets = ", ".join(f"{quote(c)} = %s" for c in update_names)
+        params = []
+        for p in changed:
+            row = _adapt(record_adapters, record_row(p))
+            params.append((*(row[i] for i in chosen), row[id_position]))
+        cursor.executemany(f"UPDATE {table} SET {sets} WHERE {quote(Record._meta.pk.column)} = %s", params)  # noqa: S608
+    version_adapters = _adapters(version_fields)
+    columns = ", ".join(quote(f.column) for f in version_fields)
+    marks = ", ".join(["%s"] * len(version_fields))
+    cursor.executemany(
+        f"INSERT INTO {quote(RecordVersion._meta.db_table)} ({columns}) VALUES ({marks})",  # noqa: S608
+        [_adapt(version_adapters, version_row(p)) for p in planned],
+    )
+
+
+def _orm_write(member, submission_id, now, new, changed, planned) -> None:
+    """bulk_create (encrypting in pre_save); slower, kept for the benchmark's comparison."""
+
+    def record_row(p: _Planned) -> Record:
+        return Record(
+            id=p.record_id,
+            member=member,
+            reference_index=p.index,
+            member_reference=p.record.member_reference,
+            name=p.record.name,
+            version=p.version,
+            created_at=now,
+            updated_at=now,
+            **_data(p.record),
+        )
+
+    if new:
+        Record.objects.bulk_create([record_row(p) for p in new], batch_size=1000)
+    if changed:
+        Record.objects.bulk_create(
+            [record_row(p) for p in changed],
+            batch_size=1000,
+            update_conflicts=True,
+            unique_fields=["id"],
+            update_fields=list(_RECORD_UPDATE_FIELDS),
+        )
+    RecordVersion.objects.bulk_create(
+        [
+            RecordVersion(
+                record_id=p.record_id,
+                member=member,
+                version=p.version,
+                submission_id=submission_id,
+                name=p.record.name,
+                created_at=now,
+                **_data(p.record),
+            )
+            for p in planned
+        ],
+        batch_size=1000,
+    )
+
+
+# --- processing a submission ---------------------------------------------------------------------
+
+
+def _lease() -> timedelta:
+    return timedelta(seconds=settings.EXCHANGE_SUBMISSION_LEASE_SECONDS)
+
+
+_owner_token = uuid.uuid4().hex[:8]
+
+
+def worker_id() -> str:
+    """Who holds a lease: host, process id and a per-process token (process ids get reused)."""
+    return f"{socket.gethostname()[:80]}:{os.getpid()}:{_owner_token}"
+
+
+def _owner_gone(owner: str) -> bool:
+    """The lease holder is a process of this host that no longer runs (a killed worker)."""
+    host, _, rest = owner.partition(":")
+    pid_text, _, token = rest.partition(":")
+    if host != socket.gethostname()[:80] or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return token != _owner_token  # an earlier process with this pid: it cannot still run
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _lease_free(submission: Submission, owner: str, now: datetime) -> bool:
+    if not submission.lease_owner or submission.lease_owner == owner:
+        return True
+    return (submission.lease_expires_at is not None and submission.lease_expires_at <= now) or _owner_gone(
+        submission.lease_owner
+    )
+
+
+def _claim(submission_id: Any, owner: str) -> Submission | None:
+    now = timezone.now()
+    with transaction.atomic():
+        submission = Submission.objects.select_for_update(skip_locked=True).filter(pk=submission_id).first()
+        if submission is None or submission.finished or not _lease_free(submission, owner, now):
+            return None
+        submission.attempts += 1
+        submission.status = SubmissionStatus.PROCESSING
+        submission.lease_owner = owner
+        submission.lease_expires_at = now + _lease()
+        submission.started_at = submission.started_at or now
+        submission.save(update_fields=["attempts", "status", "lease_owner", "lease_expires_at", "started_at"])
+    return submission
+
+
+def _hold(submission_id: Any, owner: str) -> Submission:
+    """Lock the submission for this transaction and check the lease is still this worker's."""
+    submission = Submission.objects.select_for_update().get(pk=submission_id)
+    if submission.lease_owner != owner or submission.status != SubmissionStatus.PROCESSING:
+        raise LeaseLost()
+    return submission
+
+
+def _file_path(submission: Submission) -> Path:
+    path = Path(submission.file_name)
+    return path if path.is_absolute() else storage_dir() / path
+
+
+def _fault_point(chunks_done: int) -> None:
+    """Fault injection for the crash tests: EXCHANGE_BULK_KILL_AFTER_CHUNKS=N kills this process
+    inside the transaction of chunk N+1, after its rows are written and before it commits."""
+    after = os.environ.get("EXCHANGE_BULK_KILL_AFTER_CHUNKS")
+    if after and after.isdigit() and chunks_done >= int(after):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _validate(rows: list[Row], today) -> tuple[list[ParsedRecord], list[tuple[int, str, str]], int]:
+    parsed: list[ParsedRecord] = []
+    errors: list[tuple[int, str, str]] = []
+    rejected = 0
+    for row in rows:
+        if row.error is not None:
+            errors.append((row.line, *row.error))
+            rejected += 1
+            continue
+        try:
+            parsed.append(parse_record(row.raw, today=today))
+        except RecordErrors as exc:
+            errors += [(row.line, field, message) for field, message in exc.errors]
+            rejected += 1
+    return parsed, errors, rejected
+
+
+def _store_chunk(submission: Submission, owner: str, rows: list[Row], position: tuple[int, int], done: int) -> None:
+    parsed, errors, rejected = _validate(rows, latest_today())
+    for attempt in range(3):
+        try:
+            with transaction.atomic():
+                _hold(submission.pk, owner)
+                records_bulk_store(
+                    member=submission.member, actor=submission.actor, records=parsed, submission_id=submission.pk
+                )
+                SubmissionError.objects.bulk_create(
+                    [
+                        SubmissionError(submission=submission, line=line, field=field[:100], message=message[:300])
+                        for line, field, message in errors
+                    ],
+                    batch_size=1000,
+                )
+                Submission.objects.filter(pk=submission.pk).update(
+                    next_offset=position[0],
+                    next_line=position[1],
+                    accepted=F("accepted") + len(parsed),
+                    rejected=F("rejected") + rejected,
+                    lease_expires_at=timezone.now() + _lease(),
+                )
+                _fault_point(done)
+            return
+        except IntegrityError:
+            # A concurrent request created one of these references first: the retry sees it.
+            if attempt == 2:
+                raise
+
+
+def _finish(submission_id: Any, owner: str, *, error: str = "") -> None:
+    with transaction.atomic():
+        submission = _hold(submission_id, owner)
+        submission.status = SubmissionStatus.FAILED if error else SubmissionStatus.COMPLETED
+        submission.error = error
+        if not error:
+            submission.total = submission.processed
+        submission.finished_at = timezone.now()
+        submission.lease_owner = ""
+        submission.lease_expires_at = None
+        submission.save(update_fields=["status", "error", "total", "finished_at", "lease_owner", "lease_expires_at"])
+        audit_write(
+            action="submission.fail" if error else "submission.complete",
+            actor=submission.actor,
+            outcome=Outcome.ERROR if error else Outcome.OK,
+            member_code=submission.member.code,
+            object_type="submission",
+            object_id=submission.pk,
+            details={
+                "total": submission.total,
+                "accepted": submission.accepted,
+                "rejected": submission.rejected,
+                "status": submission.status,
+            },
+        )
+        if submission.file_owned:
+            # The file holds raw identifiers: it goes as soon as it is no longer needed.
+            path = _file_path(submission)
+            transaction.on_commit(lambda: path.unlink(missing_ok=True))
+
+
+def _release(submission_id: Any, owner: str) -> None:
+    """After an unexpected error: give the lease up, so the recovery sweep retries soon."""
+    try:
+        with transaction.atomic():
+            Submission.objects.filter(pk=submission_id, lease_owner=owner).update(
+                lease_owner="", lease_expires_at=timezone.now()
+            )
+    except Exception:
+        logger.exception("could not release the lease of submission %s", submission_id)
+
+
+def submission_process(
+    submission_id: Any, *, progress: Callable[[int], Any] | None = None, chunk_rows: int | None = None
+) -> Submission | None:
+    """Process a submission from where it stopped, chunk by chunk, until it completes or fails.
+
+    Returns the submission as it then is, or None when another live worker holds it.
+    """
+    owner = worker_id()
+    submission = _claim(submission_id, owner)
+    if submission is None:
+        return None
+    if submission.attempts > MAX_ATTEMPTS:
+        _finish(submission.pk, owner, error="Processing stopped after repeated failures; contact the exchange.")
+        return Submission.objects.get(pk=submission.pk)
+    chunk_rows = chunk_rows or settings.EXCHANGE_BULK_CHUNK_ROWS
+    path = _file_path(submission)
+    try:
+        try:
+            file = open(path, "rb")
+        except FileNotFoundError:
+            raise FileRejected("The file is no longer stored; submit it again.") from None
+        with file:
+            lines, rows = open_rows(file, submission.format, offset=submission.next_offset, line=submission.next_line)
+            done = 0
+            while batch := list(islice(rows, chunk_rows)):
+                _store_chunk(submission, owner, batch, (lines.pos, lines.line), done)
+                done += 1
+                if progress is not None:
+                    progress(len(batch))
+        _finish(submission.pk, owner)
+    except FileRejected as exc:
+        _finish(submission.pk, owner, error=exc.message)
+    except LeaseLost:
+        logger.warning("submission %s was taken over by another worker", submission.pk)
+        return None
+    except BaseException:
+        _release(submission.pk, owner)
+        raise
+    return Submission.objects.get(pk=submission.pk)
+
+
+def seal_backstop() -> None:
+    """Seal committed audit events into the chain (audit.sealing.seal_pending, when it exists)."""
+    from audit import sealing
+
+    seal = getattr(sealing, "seal_pending", None)
+    if seal is None:
+        return
+    try:
+        seal()
+    except Exception:
+        logger.exception("audit sealing backstop failed; it is tried again later")
+
+
+def submissions_recover(now: datetime | None = None) -> int:
+    """Enqueue every unfinished submission that no live worker holds (its worker was killed, or
+    its task was lost); each is given one lease period before it is enqueued again."""
+    now = now or timezone.now()
+    candidates = Submission.objects.filter(
+        status__in=[SubmissionStatus.QUEUED, SubmissionStatus.PROCESSING],
+    ).filter(Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lte=now) | ~Q(lease_owner=""))
+    count = 0
+    for submission in candidates.only("id", "lease_owner", "lease_expires_at", "status"):
+        expired = submission.lease_expires_at is None or submission.lease_expires_at <= now
+        if not expired and not (submission.lease_owner and _owner_gone(submission.lease_owner)):
+            continue
+        updated = Submission.objects.filter(
+            pk=submission.pk, lease_owner=submission.lease_owner, lease_expires_at=submission.lease_expires_at
+        ).update(lease_owner="", lease_expires_at=now + _lease())
+        if updated:
+            submission_enqueue(submission.pk)
+            count += 1
+    return count

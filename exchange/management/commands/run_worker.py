@@ -1,0 +1,55 @@
+"""`run_worker [--once]`: does the queued background work until stopped (or, with --once, until
+the queue is drained): bulk submissions, plus the audit sealing backstop on every round."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+
+from exchange import bulk
+
+logger = logging.getLogger(__name__)
+
+
+def _database_backend() -> bool:
+    """Whether the default task backend keeps its queue in this database (so this command runs it);
+    another backend (django-tasks-rq, ...) has its own workers and only needs the sweeps here."""
+    from django_tasks import task_backends
+
+    try:
+        from django_tasks_db import DatabaseBackend
+    except ImportError:  # pragma: no cover - the backend package is a requirement
+        return False
+    return isinstance(task_backends["default"], DatabaseBackend)
+
+
+class Command(BaseCommand):
+    help = "Run background work (bulk submissions, audit sealing backstop); --once drains the queue and exits."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--once", action="store_true", help="drain the queue, then exit")
+        parser.add_argument("--interval", type=float, default=2.0, help="seconds between rounds when idle")
+
+    def handle(self, *args, once: bool, interval: float, verbosity: int, **options):
+        while True:
+            recovered = bulk.submissions_recover()
+            if recovered:
+                logger.info("re-enqueued %d unfinished submissions", recovered)
+            if _database_backend():
+                # The DB backend's own worker, in batch mode: runs every ready task, then returns.
+                call_command(
+                    "db_worker",
+                    "--batch",
+                    "--no-reload",
+                    "--no-startup-delay",
+                    "--queue-name=*",
+                    "--interval=0",
+                    verbosity=max(verbosity - 1, 0),
+                )
+            bulk.seal_backstop()
+            if once:
+                return
+            time.sleep(interval)
