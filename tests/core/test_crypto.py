@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -109,3 +110,31 @@ def test_a_missing_or_bad_key_setting_is_a_configuration_error(settings):
 def test_it_encrypts_only_text():
     with pytest.raises(TypeError, match="takes a str"):
         encrypt(b"bytes", aad=AAD)
+
+
+def test_decrypt_takes_any_bytes_like_value():
+    blob = encrypt("Zhang San", aad=AAD)
+    assert decrypt(bytearray(blob), aad=AAD) == decrypt(memoryview(blob), aad=AAD) == "Zhang San"
+
+
+def test_no_two_values_share_a_nonce():
+    nonces = {encrypt("x", aad=AAD)[7:19] for _ in range(2000)}  # several refills of the nonce pool
+    assert len(nonces) == 2000
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_forked_child_does_not_reuse_the_nonces_its_parent_drew():
+    encrypt("x", aad=AAD)  # the pool now holds nonces the parent will use next
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its next nonce and leave at once
+        try:
+            os.write(write_end, encrypt("x", aad=AAD)[7:19])
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    child_nonce = os.read(read_end, 12)
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    assert len(child_nonce) == 12
+    assert child_nonce != encrypt("x", aad=AAD)[7:19]
