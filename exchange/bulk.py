@@ -20,6 +20,7 @@ import signal
 import socket
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import islice
@@ -884,8 +885,14 @@ def _validate(rows: list[Row], today) -> tuple[list[ParsedRecord], list[tuple[in
     return parsed, errors, rejected
 
 
-def _store_chunk(submission: Submission, owner: str, rows: list[Row], position: tuple[int, int], done: int) -> None:
-    parsed, errors, rejected = _validate(rows, latest_today())
+def _store_chunk(
+    submission: Submission,
+    owner: str,
+    validated: tuple[list[ParsedRecord], list[tuple[int, str, str]], int],
+    position: tuple[int, int],
+    done: int,
+) -> None:
+    parsed, errors, rejected = validated
     for attempt in range(3):
         try:
             with transaction.atomic():
@@ -980,12 +987,25 @@ def submission_process(
             raise FileRejected("The file is no longer stored; submit it again.") from None
         with file:
             lines, rows = open_rows(file, submission.format, offset=submission.next_offset, line=submission.next_line)
-            done = 0
-            while batch := list(islice(rows, chunk_rows)):
-                _store_chunk(submission, owner, batch, (lines.pos, lines.line), done)
-                done += 1
-                if progress is not None:
-                    progress(len(batch))
+
+            def next_batch():
+                batch = list(islice(rows, chunk_rows))
+                return len(batch), (lines.pos, lines.line), _validate(batch, latest_today())
+
+            # The next chunk is read and validated (pure Python, no database) in a thread while
+            # this one is written, so the parsing overlaps the database's work on the chunk.
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bulk-read") as reader:
+                upcoming = reader.submit(next_batch)
+                done = 0
+                while True:
+                    count, position, validated = upcoming.result()
+                    if not count:
+                        break
+                    upcoming = reader.submit(next_batch)
+                    _store_chunk(submission, owner, validated, position, done)
+                    done += 1
+                    if progress is not None:
+                        progress(count)
         _finish(submission.pk, owner)
     except FileRejected as exc:
         _finish(submission.pk, owner, error=exc.message)
