@@ -157,6 +157,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "core.schema.document_problems"],
     "ENUM_NAME_OVERRIDES": {
         "RecordStatusEnum": "exchange.models.RecordStatus",
         "DisputeStatusEnum": "exchange.models.DisputeStatus",
