@@ -191,3 +191,23 @@ EXCHANGE_BULK_CHUNK_ROWS = env_int("EXCHANGE_BULK_CHUNK_ROWS", 5000, minimum=1)
 # A worker's claim on a submission; renewed with every chunk, taken over once it lapses.
 EXCHANGE_SUBMISSION_LEASE_SECONDS = env_int("EXCHANGE_SUBMISSION_LEASE_SECONDS", 300, minimum=1)
 # --- end of bulk submissions block ------------------------------------------------------------
+
+# --- Staff console: log-in lock-out (django-axes) -----------------------------------------------
+# 5 failed log-ins from one address, or for one user name, lock that address or name out for
+# 15 minutes (each further try restarts the clock); a success clears the count. Failures and
+# lock-outs are also audited (members/staff_login.py). The API authenticates by bearer key, not
+# through django.contrib.auth, so axes never sees or throttles API calls. Behind a proxy, set
+# AXES_IPWARE_PROXY_COUNT (and install django-ipware) so the client's address is the one counted.
+from datetime import timedelta  # noqa: E402
+
+INSTALLED_APPS += ["axes"]
+MIDDLEWARE.append("axes.middleware.AxesMiddleware")  # last, as axes documents
+AUTHENTICATION_BACKENDS = [
+    "members.staff_login.StaffLockoutBackend",  # axes' check first, before any password is tried
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("AXES_COOLOFF_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
+AXES_RESET_ON_SUCCESS = True
+# --- end of staff console block -----------------------------------------------------------------

@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from core import views as core_views
 from exchange.admin_reports import borrower_report_urls
+from exchange.dashboard import dashboard_urls
 
 urlpatterns = [
     path("healthz", core_views.healthz, name="healthz"),
@@ -18,6 +19,7 @@ urlpatterns = [
     ),
     path("api/v1/", include("config.api_urls")),
     path("admin/borrower-report/", include(borrower_report_urls())),
+    path("admin/dashboard/", include(dashboard_urls())),
     path("admin/", admin.site.urls),
     # Anything else under /api/ is a problem+json 404, in DEBUG too.
     re_path(r"^api/", core_views.handler404),

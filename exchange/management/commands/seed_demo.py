@@ -18,6 +18,7 @@ from exchange import services
 from exchange.models import Channel, Purpose
 from exchange.validation import parse_record
 from members.models import Member, MemberKind, Scope
+from members.roles import AUDITOR, COMPLIANCE, OPERATOR
 from members.services import api_key_issue, member_create
 
 MEMBERS = [
@@ -27,6 +28,8 @@ MEMBERS = [
     ("DEMO_MICRO_D", "Demo Microlender D", MemberKind.MICROLENDER),
     ("DEMO_BANK_E", "Demo Bank E", MemberKind.BANK),
 ]
+# One staff login per console role (members/roles.py): user name, role group.
+STAFF = [("operator", OPERATOR), ("compliance", COMPLIANCE), ("auditor", AUDITOR)]
 KEYED = MEMBERS[:2]  # the members whose keys are printed for the tour
 BORROWERS = 300
 SURNAMES = ["Wang", "Li", "Zhang", "Liu", "Chen", "Yang", "Huang", "Zhao", "Wu", "Zhou", "Xu", "Sun"]
@@ -93,6 +96,7 @@ class Command(BaseCommand):
             _key, full = api_key_issue(member=member, scopes=[Scope.SUBMIT, Scope.QUERY], actor=actor)
             keys[code] = full
         self._admin(fresh)
+        self._staff()
         tour = ids[0]
         self.stdout.write("")
         self.stdout.write("Demo data ready." if fresh else "Demo data already present; fresh demo keys issued.")
@@ -159,3 +163,17 @@ class Command(BaseCommand):
         self.stdout.write(
             f"Admin console: http://127.0.0.1:8000/admin/ user 'admin' password '{password}' (shown once)"
         )
+
+    def _staff(self) -> None:
+        """A staff login per role, for trying the console as each; passwords are shown once."""
+        from django.contrib.auth.models import Group
+
+        user_model = get_user_model()
+        for username, role in STAFF:
+            if user_model.objects.filter(username=username).exists():
+                self.stdout.write(f"  role {role!r}: user '{username}' (password printed at first run)")
+                continue
+            password = secrets.token_urlsafe(12)
+            user = user_model.objects.create_user(username, f"{username}@example.invalid", password, is_staff=True)
+            user.groups.add(Group.objects.get(name=role))
+            self.stdout.write(f"  role {role!r}: user '{username}' password '{password}' (shown once)")
