@@ -82,7 +82,9 @@ def test_an_operator_suspends_and_reactivates_a_member(operator, bank_a):
 
 
 def test_an_operator_onboards_a_member_and_sees_its_key_once(operator):
-    response = operator.post("/admin/members/member/add/", {"code": "NEWB", "name": "New B", "kind": "bank"}, follow=True)
+    response = operator.post(
+        "/admin/members/member/add/", {"code": "NEWB", "name": "New B", "kind": "bank"}, follow=True
+    )
     assert response.status_code == 200
     assert "shown only now" in response.content.decode()
     assert AuditEvent.objects.filter(action="member.create", actor="staff:olivia").exists()
@@ -91,7 +93,9 @@ def test_an_operator_onboards_a_member_and_sees_its_key_once(operator):
 def test_a_compliance_officer_cannot_suspend_or_resolve(compliance, data, bank_a):
     compliance.post("/admin/members/member/", {"action": "suspend", "_selected_action": [str(bank_a.member.pk)]})
     assert Member.objects.get(pk=bank_a.member.pk).status == "active"
-    assert compliance.post(f"/admin/exchange/dispute/{data.dispute.pk}/resolve/", {"outcome": "upheld"}).status_code == 403
+    assert (
+        compliance.post(f"/admin/exchange/dispute/{data.dispute.pk}/resolve/", {"outcome": "upheld"}).status_code == 403
+    )
 
 
 def test_the_audit_log_is_for_compliance_and_auditors_not_operators(operator, compliance, auditor, data):
