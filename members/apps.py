@@ -4,7 +4,7 @@ from django.db.models.signals import post_migrate
 ROLES_MIGRATION = "0002_staff_roles"
 
 
-def _sync_roles_after_migrate(sender, *, apps, using, **kwargs) -> None:
+def _sync_roles_after_migrate(sender, *, using, apps=None, **kwargs) -> None:
     """Keep the staff role groups in step with members/roles.py after every migrate (and after a
     test flush, which empties auth tables), once the migration that introduced them is applied."""
     from django.db import connections
@@ -14,6 +14,9 @@ def _sync_roles_after_migrate(sender, *, apps, using, **kwargs) -> None:
 
     recorder = MigrationRecorder(connections[using])
     if recorder.has_table() and recorder.migration_qs.filter(app="members", name=ROLES_MIGRATION).exists():
+        # `flush` (test teardown) sends post_migrate without the migration state's `apps`.
+        if apps is None:
+            from django.apps import apps
         roles_sync(apps, using=using)
 
 
