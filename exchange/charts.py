@@ -56,12 +56,11 @@ def stacked_columns(
         f"<title>{escape(title)}</title>",
         *_legend(list(series), x=left, y=14),
     ]
-    for fraction in (0, 0.5, 1):
+    for tick in sorted({0, peak // 2, peak} if peak % 2 == 0 else {0, peak}):
+        fraction = tick / peak
         y = top + plot_h * (1 - fraction)
         parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>')
-        parts.append(
-            f'<text x="{left - 4}" y="{y + 4:.1f}" text-anchor="end" {FONT} fill="#666">{int(peak * fraction)}</text>'
-        )
+        parts.append(f'<text x="{left - 4}" y="{y + 4:.1f}" text-anchor="end" {FONT} fill="#666">{tick}</text>')
     for i, label in enumerate(labels):
         x = left + slot * i + (slot - bar_w) / 2
         base = top + plot_h

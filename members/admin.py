@@ -11,6 +11,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
@@ -45,6 +46,11 @@ def members_with_activity(queryset: QuerySet[Member]) -> QuerySet[Member]:
             .values("last_used_at")[:1]
         ),
     )
+
+
+def _when(moment) -> str:
+    # Formatted here: the change page shows a callable's value as it is (list pages would format it).
+    return date_format(timezone.localtime(moment), "DATETIME_FORMAT") if moment else "never"
 
 
 @admin.register(Member)
@@ -86,13 +92,13 @@ class MemberAdmin(admin.ModelAdmin):
     def inquiries_made(self, obj: Member) -> int:
         return getattr(obj, "inquiries_made", 0)
 
-    @admin.display(description="last furnished", ordering="last_furnished_at", empty_value="never")
-    def last_furnished(self, obj: Member):
-        return getattr(obj, "last_furnished_at", None)
+    @admin.display(description="last furnished", ordering="last_furnished_at")
+    def last_furnished(self, obj: Member) -> str:
+        return _when(getattr(obj, "last_furnished_at", None))
 
-    @admin.display(description="last key use", ordering="last_key_use", empty_value="never")
-    def last_key_use(self, obj: Member):
-        return getattr(obj, "last_key_use", None)
+    @admin.display(description="last key use", ordering="last_key_use")
+    def last_key_use(self, obj: Member) -> str:
+        return _when(getattr(obj, "last_key_use", None))
 
     @admin.display(description="reciprocity")
     def reciprocity(self, obj: Member) -> str:

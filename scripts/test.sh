@@ -16,6 +16,19 @@ step "ruff check"
 step "makemigrations --check"
 DEBUG=1 $PY manage.py makemigrations --check --dry-run || failed=1
 
+# --- Chromium for the console's browser test (tests/admin/test_browser.py) --------------
+# Debian's package, never a browser download of Playwright's own; without it that test skips.
+if [ ! -x /usr/bin/chromium ] && ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    step "installing chromium (Debian package) for the browser test"
+    { DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; } ||
+      echo "chromium could not be installed: the browser test will be skipped"
+  else
+    echo "no chromium and not root: the browser test will be skipped"
+  fi
+fi
+
 # --- throwaway PostgreSQL -------------------------------------------------------------
 pgdir=$(mktemp -d /tmp/exchange-pg.XXXXXX)
 chmod 755 "$pgdir"

@@ -1,0 +1,179 @@
+"""The console end to end in headless Chromium: each role logs in through the real form, a
+compliance officer looks a borrower up and reveals a name (then finds the audit event), an
+operator opens and resolves a dispute, an auditor can change nothing.
+
+Uses Debian's `chromium` (scripts/test.sh installs it when it runs as root) driven by Playwright;
+Playwright's own browser download is never used. Screenshots of the dashboard and the borrower's
+report go to var/screenshots/<database>/ (or EXCHANGE_SCREENSHOTS_DIR), printed by the run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from django.conf import settings as django_settings
+
+from exchange.models import Dispute, Record
+from members.roles import AUDITOR, COMPLIANCE, OPERATOR
+from tests.admin.conftest import BORROWER_NAME, PASSWORD, make_staff
+from tests.factories import ric
+
+CHROMIUM = os.environ.get("EXCHANGE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (requirements-dev.txt)")
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not os.access(CHROMIUM, os.X_OK),
+        reason=f"no Chromium at {CHROMIUM}: install Debian's 'chromium' package (scripts/test.sh does, as root)",
+    ),
+]
+
+
+@pytest.fixture
+def screenshots(capsys) -> Path:
+    from django.db import connection
+
+    base = Path(os.environ.get("EXCHANGE_SCREENSHOTS_DIR") or django_settings.BASE_DIR / "var" / "screenshots")
+    folder = base / connection.vendor
+    folder.mkdir(parents=True, exist_ok=True)
+    with capsys.disabled():
+        print(f"\n[console screenshots] {folder.resolve()}")
+    return folder
+
+
+@pytest.fixture
+def browser(monkeypatch, settings):
+    # Playwright's sync API runs an event loop in this thread; the ORM calls the test makes
+    # between page steps are plain synchronous code all the same.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    # The live server speaks plain HTTP.
+    settings.SESSION_COOKIE_SECURE = False
+    settings.CSRF_COOKIE_SECURE = False
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+class Console:
+    """One staff member's browser session."""
+
+    def __init__(self, browser, base_url: str, username: str):
+        self.context = browser.new_context(base_url=base_url, viewport={"width": 1280, "height": 900})
+        self.context.set_default_timeout(10_000)
+        self.page = self.context.new_page()
+        self.username = username
+        page = self.page
+        page.goto("/admin/login/?next=/admin/")
+        page.fill("#id_username", username)
+        page.fill("#id_password", PASSWORD)
+        page.click("input[type=submit]")
+        page.wait_for_url("**/admin/")
+        assert page.locator("#user-tools").inner_text().upper().find(username.upper()) >= 0
+
+    def status_of_post(self, path: str, data: dict) -> int:
+        """A POST the page would not offer, sent with the session and a valid CSRF token."""
+        token = next(c["value"] for c in self.context.cookies() if c["name"] == "csrftoken")
+        response = self.page.request.post(path, form={"csrfmiddlewaretoken": token, **data}, max_redirects=0)
+        return response.status
+
+    def close(self) -> None:
+        self.context.close()
+
+
+def test_the_console_in_a_real_browser(live_server, browser, screenshots, data, bank_a):
+    make_staff("carl", COMPLIANCE)
+    make_staff("olivia", OPERATOR)
+    make_staff("audrey", AUDITOR)
+    url = live_server.url
+
+    # A compliance officer: dashboard, borrower's report, reveal a name and find the audit event.
+    carl = Console(browser, url, "carl")
+    page = carl.page
+    page.click("#console-links >> text=Dashboard")
+    page.wait_for_selector("svg.chart")
+    assert page.locator("svg.chart").count() == 6
+    assert page.locator("#disputes-overdue").inner_text() == "1"
+    page.screenshot(path=str(screenshots / "dashboard.png"), full_page=True)
+
+    page.goto("/admin/")
+    page.click("#console-links >> text=Borrower's report")
+    page.select_option("select[name=id_type]", "CN_RIC")
+    page.fill("input[name=id_number]", ric(1))
+    page.click("input[type=submit][value='Show the report']")
+    page.wait_for_selector("text=Bank B")
+    report = page.content()
+    assert "Bank A" in report and ric(1) not in report
+    page.screenshot(path=str(screenshots / "borrower_report.png"), full_page=True)
+
+    page.goto(f"/admin/exchange/record/{data.record.pk}/change/")
+    assert BORROWER_NAME not in page.content()
+    page.click("text=Reveal name")
+    page.click("input[type=submit][value^=Reveal]")
+    assert page.locator("#revealed-value").inner_text() == BORROWER_NAME
+    page.goto("/admin/audit/auditevent/?action__exact=admin.reveal")
+    row = page.locator("#result_list tbody tr").first
+    assert "admin.reveal" in row.inner_text() and "staff:carl" in row.inner_text()
+    assert BORROWER_NAME not in page.content()
+    carl.close()
+
+    # An operator: the dispute queue, then open a dispute from a record and resolve it.
+    olivia = Console(browser, url, "olivia")
+    page = olivia.page
+    page.goto("/admin/exchange/dispute/")
+    first = page.locator("#result_list tbody tr").first
+    assert first.locator(".dispute-overdue").count() == 1  # the overdue one leads the queue
+    page.screenshot(path=str(screenshots / "dispute_queue.png"), full_page=True)
+    page.goto(f"/admin/exchange/record/{data.record.pk}/change/")
+    assert page.locator("text=Reveal name").count() == 0  # operators cannot reveal
+    page.click("text=Open a dispute")
+    page.fill("textarea[name=reason]", "The borrower says this loan was repaid in full.")
+    page.click("input[type=submit][value='Open the dispute']")
+    page.wait_for_selector("text=Dispute opened")
+    page.click(".object-tools >> text=Resolve")
+    page.check("input[name=outcome][value=upheld]")
+    page.fill("textarea[name=note]", "Checked with the furnisher's ledger.")
+    page.click("input[type=submit][value='Resolve the dispute']")
+    page.wait_for_selector("text=Dispute resolved: upheld.")
+    resolved = Dispute.objects.get(filed_by_staff="staff:olivia")
+    assert (resolved.status, resolved.outcome) == ("resolved", "upheld")
+    olivia.close()
+
+    # An auditor: sees everything, changes nothing.
+    audrey = Console(browser, url, "audrey")
+    page = audrey.page
+    for path in ("/admin/members/member/", "/admin/exchange/record/", "/admin/exchange/dispute/"):
+        page.goto(path)
+        assert page.locator("#result_list").count() == 1
+        assert page.locator(".addlink").count() == 0
+        assert page.locator("select[name=action]").count() == 0
+    page.goto(f"/admin/exchange/record/{data.record.pk}/change/")
+    tools = page.locator(".object-tools").inner_text()
+    assert "Withdraw" not in tools and "Open a dispute" not in tools and "Reveal" not in tools
+    assert page.locator("#content-main input[type=submit]").count() == 0
+    member_page = f"/admin/members/member/{bank_a.member.pk}/change/"
+    assert audrey.status_of_post(member_page, {"name": "Renamed", "kind": "bank"}) == 403
+    assert audrey.status_of_post(f"/admin/exchange/record/{data.record.pk}/withdraw/", {"reason": "x"}) == 403
+    assert audrey.status_of_post(f"/admin/exchange/dispute/{data.dispute.pk}/resolve/", {"outcome": "upheld"}) == 403
+    audrey.close()
+    assert Record.objects.get(pk=data.record.pk).withdrawn_at is None
+    assert Dispute.objects.get(pk=data.dispute.pk).status == "open"
+    assert (screenshots / "dashboard.png").stat().st_size > 10_000
+    assert (screenshots / "borrower_report.png").stat().st_size > 10_000
