@@ -22,7 +22,7 @@ if [ ! -x /usr/bin/chromium ] && ! command -v chromium >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     step "installing chromium (Debian package) for the browser test"
     { DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; } ||
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } ||
       echo "chromium could not be installed: the browser test will be skipped"
   else
     echo "no chromium and not root: the browser test will be skipped"
