@@ -1,15 +1,19 @@
-"""A strict JSON parser: duplicate keys, NaN/Infinity, absurd nesting and bad UTF-8 are
-malformed requests (400), never a 500 or a silently chosen value."""
+"""A strict JSON parser: duplicate keys, NaN/Infinity, absurd nesting, bad UTF-8 and lone
+surrogate escapes are malformed requests (400), never a 500 or a silently chosen value."""
 
 from __future__ import annotations
 
 import codecs
 import json
+import re
 
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 
 MAX_DEPTH = 32
+# A \uD800-\uDFFF escape: valid JSON text, but alone (not in a high+low pair) it decodes to a
+# string that cannot be encoded as UTF-8, so it would fail later in the database or the renderer.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 class _Malformed(ValueError):
@@ -54,6 +58,20 @@ def _depth(text: str) -> int:
     return deepest
 
 
+def _has_lone_surrogate(value: object) -> bool:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_lone_surrogate(item) for item in value)
+    return False
+
+
 def loads_strict(raw: bytes) -> object:
     try:
         text = codecs.decode(raw, "utf-8")
@@ -62,11 +80,14 @@ def loads_strict(raw: bytes) -> object:
     if _depth(text) > MAX_DEPTH:
         raise _Malformed(f"the body nests deeper than {MAX_DEPTH} levels")
     try:
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
     except _Malformed:
         raise
     except (ValueError, RecursionError):
         raise _Malformed("the body is not valid JSON") from None
+    if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(value):
+        raise _Malformed("a string holds an unpaired surrogate escape")
+    return value
 
 
 class StrictJSONParser(JSONParser):
