@@ -176,6 +176,7 @@ LOGGING = {
         # Django's request logger would print request paths and bodies' errors: keep its level
         # but route it through the same JSON formatter.
         "django.server": {"handlers": ["stdout"], "level": "INFO", "propagate": False},
+        "axes": {"level": "WARNING"},  # its start-up banner on every command is noise
     },
 }
 
