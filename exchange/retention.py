@@ -1,8 +1,9 @@
 """Retention: delete what the exchange may no longer keep, in batches, with one audit event per run.
 
-Negative records are kept `EXCHANGE_RETENTION_YEARS` after they end (settled or written off),
-then go with their versions and disputes; consents go that long after they expired or were
-revoked, inquiries that long after they were made; idempotency keys after 48 hours.
+Negative records are kept `EXCHANGE_RETENTION_YEARS` after they end (settled or written off)
+or after they were withdrawn, then go with their versions and disputes; consents go that long
+after they expired or were revoked, inquiries that long after they were made, finished bulk
+submissions (with their row errors) that long after they finished; idempotency keys after 48 hours.
 """
 
 from __future__ import annotations
@@ -18,7 +19,17 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from audit.services import audit_write
-from exchange.models import Consent, Dispute, IdempotencyKey, Inquiry, Record, RecordStatus, RecordVersion
+from exchange.models import (
+    Consent,
+    Dispute,
+    IdempotencyKey,
+    Inquiry,
+    Record,
+    RecordStatus,
+    RecordVersion,
+    Submission,
+    SubmissionError,
+)
 
 IDEMPOTENCY_KEEP = timedelta(hours=48)
 BATCH_SIZE = 500
@@ -31,6 +42,8 @@ class PurgeCounts:
     disputes: int = 0
     inquiries: int = 0
     consents: int = 0
+    submissions: int = 0
+    submission_errors: int = 0
     idempotency_keys: int = 0
 
     def as_dict(self) -> dict[str, int]:
@@ -58,12 +71,16 @@ def expired(now: datetime | None = None) -> dict[str, QuerySet]:
     cutoff = years_before(now, years)
     return {
         "records": Record.objects.filter(
-            status__in=[RecordStatus.SETTLED, RecordStatus.WRITTEN_OFF],
-            settled_on__lt=years_before(timezone.localdate(now), years),
+            Q(
+                status__in=[RecordStatus.SETTLED, RecordStatus.WRITTEN_OFF],
+                settled_on__lt=years_before(timezone.localdate(now), years),
+            )
+            | Q(withdrawn_at__lt=cutoff)
         ),
         "inquiries": Inquiry.objects.filter(created_at__lt=cutoff),
         # A consent ends when it expires or is revoked, whichever comes first.
         "consents": Consent.objects.filter(Q(expires_at__lt=cutoff) | Q(revoked_at__lt=cutoff)),
+        "submissions": Submission.objects.filter(finished_at__lt=cutoff),
         "idempotency_keys": IdempotencyKey.objects.filter(created_at__lt=now - IDEMPOTENCY_KEEP),
     }
 
@@ -76,6 +93,8 @@ def _count(plan: dict[str, QuerySet]) -> PurgeCounts:
         disputes=Dispute.objects.filter(record__in=records.values("pk")).count(),
         inquiries=plan["inquiries"].count(),
         consents=plan["consents"].count(),
+        submissions=plan["submissions"].count(),
+        submission_errors=SubmissionError.objects.filter(submission__in=plan["submissions"].values("pk")).count(),
         idempotency_keys=plan["idempotency_keys"].count(),
     )
 
@@ -114,7 +133,9 @@ def purge_expired(
     with transaction.atomic():
         plan = expired(now)
         planned = _count(plan)
-        on_total(planned.records + planned.inquiries + planned.consents + planned.idempotency_keys)
+        on_total(
+            planned.records + planned.inquiries + planned.consents + planned.submissions + planned.idempotency_keys
+        )
         if dry_run:
             counts = planned
         else:
@@ -125,6 +146,9 @@ def purge_expired(
             counts.disputes = records.get(Dispute._meta.label, 0)
             counts.inquiries = _delete_in_batches(plan["inquiries"], batch_size, progress).get(Inquiry._meta.label, 0)
             counts.consents = _delete_in_batches(plan["consents"], batch_size, progress).get(Consent._meta.label, 0)
+            submissions = _delete_in_batches(plan["submissions"], batch_size, progress)
+            counts.submissions = submissions.get(Submission._meta.label, 0)
+            counts.submission_errors = submissions.get(SubmissionError._meta.label, 0)
             counts.idempotency_keys = _delete_in_batches(plan["idempotency_keys"], batch_size, progress).get(
                 IdempotencyKey._meta.label, 0
             )

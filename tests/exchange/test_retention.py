@@ -11,7 +11,16 @@ from django.utils import timezone
 
 from audit.models import AuditEvent
 from exchange.disputes import dispute_open_by_staff
-from exchange.models import Consent, Dispute, IdempotencyKey, Inquiry, Record, RecordVersion
+from exchange.models import (
+    Consent,
+    Dispute,
+    IdempotencyKey,
+    Inquiry,
+    Record,
+    RecordVersion,
+    Submission,
+    SubmissionError,
+)
 from exchange.retention import PurgeCounts, purge_expired, years_before
 from tests.factories import consent, record, subject
 
@@ -72,6 +81,33 @@ def world(bank_a, bank_b, settings):
             notice_sent_on="2013-01-15",
         ),
     )
+    # Withdrawn records: one withdrawn longer ago than the term goes, a recent one stays.
+    withdrawn = submit(bank_a, record("WITHDRAWN-OLD", 5), record("WITHDRAWN-NEW", 6))
+    for ref in withdrawn.values():
+        assert (
+            bank_a.client.post(f"/api/v1/records/{ref}/withdraw", {"reason": "error"}, format="json").status_code == 200
+        )
+    Record.objects.filter(pk=withdrawn["WITHDRAWN-OLD"]).update(
+        withdrawn_at=years_before(now, YEARS) - timedelta(days=1)
+    )
+    Record.objects.filter(pk=withdrawn["WITHDRAWN-NEW"]).update(
+        withdrawn_at=years_before(now, YEARS) + timedelta(days=1)
+    )
+    # Finished bulk submissions: the old one goes with its row errors.
+    submissions = []
+    for n, finished in ((1, years_before(now, YEARS) - timedelta(days=1)), (2, now - timedelta(days=1))):
+        submission = Submission.objects.create(
+            member=bank_a.member,
+            actor="test",
+            format="csv",
+            sha256=f"{n:064x}",
+            size=10,
+            file_name="x",
+            status="completed",
+            finished_at=finished,
+        )
+        SubmissionError.objects.create(submission=submission, line=2, field="status", message="must be one of ...")
+        submissions.append(submission.pk)
     # A second version of the old record: its whole history goes with it.
     submit(bank_a, ended("OLD", 1, "settled", line - timedelta(days=1)) | {"amount_overdue": "0"})
     old, recent = Record.objects.get(pk=ids["OLD"]), Record.objects.get(pk=ids["RECENT"])
@@ -128,8 +164,9 @@ def world(bank_a, bank_b, settings):
         member=bank_a.member, key="k-new", fingerprint="f", locked_until=now, created_at=now - timedelta(hours=47)
     )
     return {
-        "gone_records": {ids["OLD"], ids["WRITTEN-OFF"]},
-        "kept_records": {ids["RECENT"], ids["OPEN"]},
+        "gone_records": {ids["OLD"], ids["WRITTEN-OFF"], withdrawn["WITHDRAWN-OLD"]},
+        "kept_records": {ids["RECENT"], ids["OPEN"], withdrawn["WITHDRAWN-NEW"]},
+        "kept_submission": submissions[1],
         "kept_dispute": kept_dispute.pk,
         "gone_consents": {c.pk for c in gone_consents},
         "kept_consents": {c.pk for c in kept_consents},
@@ -143,7 +180,9 @@ def world(bank_a, bank_b, settings):
 def assert_purged(world) -> None:
     assert {str(pk) for pk in Record.objects.values_list("pk", flat=True)} == world["kept_records"]
     assert not RecordVersion.objects.filter(record_id__in=world["gone_records"]).exists()
-    assert RecordVersion.objects.count() == 2
+    assert RecordVersion.objects.count() == 3
+    assert list(Submission.objects.values_list("pk", flat=True)) == [world["kept_submission"]]
+    assert SubmissionError.objects.count() == 1
     assert list(Dispute.objects.values_list("pk", flat=True)) == [world["kept_dispute"]]
     assert Dispute.objects.get().inquiry_id is None  # its inquiry went; the dispute stays
     consents = set(Consent.objects.values_list("pk", flat=True))
@@ -153,11 +192,13 @@ def assert_purged(world) -> None:
 
 
 EXPECTED = {
-    "records": 2,
-    "record_versions": 3,
+    "records": 3,
+    "record_versions": 4,
     "disputes": 1,
     "inquiries": 1,
     "consents": 2,
+    "submissions": 1,
+    "submission_errors": 1,
     "idempotency_keys": 1,
 }
 
