@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings as django_settings
+from django.db import DEFAULT_DB_ALIAS, connections
 
 from exchange.models import Dispute, Record
 from members.roles import AUDITOR, COMPLIANCE, OPERATOR
@@ -61,15 +62,23 @@ def browser(monkeypatch, settings):
     # Playwright's sync API runs an event loop in this thread; the ORM calls the test makes
     # between page steps are plain synchronous code all the same.
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    # Each live-server request closes its database connection when it ends, so none is left open
+    # in a server thread when the test database is dropped.
+    monkeypatch.setitem(connections.settings[DEFAULT_DB_ALIAS], "CONN_MAX_AGE", 0)
     # The live server speaks plain HTTP.
     settings.SESSION_COOKIE_SECURE = False
     settings.CSRF_COOKIE_SECURE = False
+    # Inside Playwright's sync API the ORM runs in another context and so opens a connection of
+    # its own: close the outer one first and the inner one before leaving, so that no connection
+    # is left idle when the test database is dropped.
+    connections.close_all()
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
             yield browser
         finally:
             browser.close()
+            connections.close_all()
 
 
 class Console:
