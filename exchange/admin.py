@@ -354,7 +354,7 @@ class RecordAdmin(ServiceOnlyAdmin):
     encrypted_fields = ("name", "member_reference", "withdraw_reason")
     list_display = (
         "short_id",
-        "member",
+        "member_code",
         "product",
         "status",
         "days_past_due",
@@ -438,6 +438,10 @@ class RecordAdmin(ServiceOnlyAdmin):
     @admin.display(description="id", ordering="id")
     def short_id(self, obj: Record) -> str:
         return _short(obj.pk)
+
+    @admin.display(description="member", ordering="member__code")
+    def member_code(self, obj: Record) -> str:
+        return obj.member.code
 
     @admin.display(description="amount overdue", ordering="amount_overdue")
     def amount_overdue_display(self, obj: Record) -> str:
