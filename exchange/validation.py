@@ -80,20 +80,21 @@ class RecordErrors(Exception):
 
 
 def parse_money(value: Any) -> int:
-    if isinstance(value, bool) or isinstance(value, float):
-        raise ValueError('must be a decimal string such as "5000.00"')
-    if isinstance(value, int):
-        if value < 0:
-            raise ValueError("must be 0 or more")
-        cents = value * 100
-    elif isinstance(value, str):
+    if isinstance(value, str):  # the common case first (a str is never a bool, a float or an int)
         text = value.strip()
         if text.startswith("-"):
             raise ValueError("must be 0 or more")
         match = _MONEY_RE.match(text)
         if not match:
             raise ValueError('must be a decimal string with at most 2 decimal places, such as "5000.00"')
-        cents = int(match.group(1)) * 100 + int((match.group(2) or "0").ljust(2, "0"))
+        whole, fraction = match.groups()
+        cents = int(whole) * 100 + (int(fraction.ljust(2, "0")) if fraction else 0)
+    elif isinstance(value, bool) or isinstance(value, float):
+        raise ValueError('must be a decimal string such as "5000.00"')
+    elif isinstance(value, int):
+        if value < 0:
+            raise ValueError("must be 0 or more")
+        cents = value * 100
     else:
         raise ValueError('must be a decimal string such as "5000.00"')
     if cents > MAX_CENTS:
@@ -105,13 +106,27 @@ def format_money(cents: int) -> str:
     return f"{cents // 100}.{cents % 100:02d}"
 
 
+# Dates repeat across the rows of a file (as_of, notice dates): valid ones are remembered.
+_DATE_CACHE: dict[str, date] = {}
+_DATE_CACHE_SIZE = 4096
+
+
 def parse_date(value: Any) -> date:
+    if type(value) is str:
+        known = _DATE_CACHE.get(value)
+        if known is not None:
+            return known
     if not isinstance(value, str) or not _DATE_RE.match(value):
         raise ValueError("must be a date in the form YYYY-MM-DD")
     try:
-        return date.fromisoformat(value)
+        parsed = date.fromisoformat(value)
     except ValueError:
         raise ValueError("is not a real date") from None
+    if type(value) is str:
+        if len(_DATE_CACHE) >= _DATE_CACHE_SIZE:
+            _DATE_CACHE.clear()
+        _DATE_CACHE[value] = parsed
+    return parsed
 
 
 def parse_datetime(value: Any) -> datetime:
@@ -148,6 +163,8 @@ def parse_payment_history(value: Any) -> str:
     value = value.upper()
     if len(value) > 24:
         raise ValueError("holds at most 24 monthly codes")
+    if PAYMENT_CODES.issuperset(value):
+        return value
     bad = sorted({code for code in value if code not in PAYMENT_CODES})
     if bad:
         raise ValueError(f"has unknown codes {', '.join(repr(c) for c in bad)}; use N, 1-7, C, B, D, Z or *")
@@ -159,16 +176,19 @@ def parse_subject(raw: Any, errors: list[tuple[str, str]]) -> tuple[str, str, st
     if not isinstance(raw, dict):
         errors.append(("subject", "must be an object with id_type and id_number"))
         return None
-    for key in raw:
-        if key not in SUBJECT_FIELDS:
-            errors.append((f"subject.{key}", "is not a known field"))
-    name = None
-    if raw.get("name") is not None:
+    if not SUBJECT_FIELDS.issuperset(raw):
+        for key in raw:
+            if key not in SUBJECT_FIELDS:
+                errors.append((f"subject.{key}", "is not a known field"))
+    get = raw.get
+    name = get("name")
+    if name is not None:
         try:
-            name = _text(raw["name"], max_length=200)
+            name = _text(name, max_length=200)
         except ValueError as exc:
+            name = None
             errors.append(("subject.name", str(exc)))
-    id_type, id_number, country = raw.get("id_type"), raw.get("id_number"), raw.get("country")
+    id_type, id_number, country = get("id_type"), get("id_number"), get("country")
     if id_type is None:
         errors.append(("subject.id_type", "is required"))
         return None
@@ -184,65 +204,69 @@ def parse_subject(raw: Any, errors: list[tuple[str, str]]) -> tuple[str, str, st
 
 
 def parse_record(raw: Any, *, today: date | None = None) -> ParsedRecord:
-    """Validate one record; raise RecordErrors listing every problem as (field, message)."""
+    """Validate one record; raise RecordErrors listing every problem as (field, message).
+
+    Bulk files run every row through this: the fields are checked in a loop over _FIELDS (in the
+    order their errors are listed) rather than through per-call closures, and `today` is best
+    passed in once per batch."""
     if not isinstance(raw, dict):
         raise RecordErrors([("", "must be an object")])
     today = today or latest_today()
     errors: list[tuple[str, str]] = []
     values: dict[str, Any] = {}
 
-    for key in raw:
-        if key not in RECORD_FIELDS:
-            errors.append((str(key)[:64], "is not a known field"))
+    if not RECORD_FIELDS.issuperset(raw):
+        for key in raw:
+            if key not in RECORD_FIELDS:
+                errors.append((str(key)[:64], "is not a known field"))
 
-    def field(name: str, parse, *, required: bool = True, default: Any = None) -> None:
-        value = raw.get(name)
+    get = raw.get
+    subject = None
+    for name, parse, required, default in _FIELDS:
+        if parse is None:  # the subject's place in the order of errors
+            if "subject" in raw:
+                subject = parse_subject(get("subject"), errors)
+            else:
+                errors.append(("subject", "is required"))
+            continue
+        value = get(name)
         if value is None:
             if required:
                 errors.append((name, "is required"))
             else:
                 values[name] = default
-            return
+            continue
         try:
             values[name] = parse(value)
         except ValueError as exc:
             errors.append((name, str(exc)))
 
-    field("member_reference", lambda v: _text(v, max_length=64, what="a string of 1 to 64 characters"))
-    subject = parse_subject(raw.get("subject"), errors) if "subject" in raw else None
-    if "subject" not in raw:
-        errors.append(("subject", "is required"))
-    field("product", lambda v: _choice(v, _PRODUCTS))
-    field("currency", _currency, required=False, default="CNY")
-    field("principal", parse_money)
-    field("amount_overdue", parse_money)
-    field("days_past_due", _non_negative_int)
-    field("status", lambda v: _choice(v, _STATUSES))
-    for name in REQUIRED_DATES:
-        field(name, parse_date)
-    field("settled_on", parse_date, required=False)
-    field("payment_history", parse_payment_history, required=False, default="")
-
-    for name in (*REQUIRED_DATES, "settled_on"):
-        if values.get(name) and values[name] > today:
-            errors.append((name, "must not be in the future"))
     opened, since, as_of = values.get("opened_on"), values.get("delinquent_since"), values.get("as_of")
+    notice, settled_on = values.get("notice_sent_on"), values.get("settled_on")
+    for name, value in (
+        ("opened_on", opened),
+        ("delinquent_since", since),
+        ("as_of", as_of),
+        ("notice_sent_on", notice),
+        ("settled_on", settled_on),
+    ):
+        if value and value > today:
+            errors.append((name, "must not be in the future"))
     if opened and since and opened > since:
         errors.append(("delinquent_since", "must be on or after opened_on"))
     if since and as_of and since > as_of:
         errors.append(("as_of", "must be on or after delinquent_since"))
-    notice = values.get("notice_sent_on")
     if notice and as_of and notice > as_of:
         errors.append(("notice_sent_on", "must be on or before as_of: the borrower is told before reporting"))
     status = values.get("status")
     if (
         status in _ENDED
         and "settled_on" in values
-        and values["settled_on"] is None
+        and settled_on is None
         and "settled_on" not in {e[0] for e in errors}
     ):
         errors.append(("settled_on", f"is required when status is {status}"))
-    if status and status not in _ENDED and raw.get("settled_on") is not None:
+    if status and status not in _ENDED and get("settled_on") is not None:
         errors.append(("settled_on", f"must be absent when status is {status}"))
 
     if errors:
@@ -263,9 +287,21 @@ def parse_record(raw: Any, *, today: date | None = None) -> ParsedRecord:
         delinquent_since=since,
         as_of=as_of,
         notice_sent_on=notice,
-        settled_on=values["settled_on"],
+        settled_on=settled_on,
         payment_history=values["payment_history"],
     )
+
+
+def _member_reference(value: Any) -> str:
+    return _text(value, max_length=64, what="a string of 1 to 64 characters")
+
+
+def _product(value: Any) -> str:
+    return _choice(value, _PRODUCTS)
+
+
+def _status(value: Any) -> str:
+    return _choice(value, _STATUSES)
 
 
 def _choice(value: Any, allowed: frozenset) -> str:
@@ -290,3 +326,20 @@ def _non_negative_int(value: Any) -> int:
     if value > 100_000:
         raise ValueError("is implausibly large")
     return value
+
+
+# (field, parser, required, default when absent) in the order parse_record checks them; the
+# parser None marks where the subject is checked.
+_FIELDS: tuple[tuple[str, Any, bool, Any], ...] = (
+    ("member_reference", _member_reference, True, None),
+    ("subject", None, True, None),
+    ("product", _product, True, None),
+    ("currency", _currency, False, "CNY"),
+    ("principal", parse_money, True, None),
+    ("amount_overdue", parse_money, True, None),
+    ("days_past_due", _non_negative_int, True, None),
+    ("status", _status, True, None),
+    *((name, parse_date, True, None) for name in REQUIRED_DATES),
+    ("settled_on", parse_date, False, None),
+    ("payment_history", parse_payment_history, False, ""),
+)
