@@ -15,6 +15,7 @@ import csv
 import hashlib
 import json
 import logging
+import multiprocessing
 import os
 import signal
 import socket
@@ -501,12 +502,28 @@ def _existing(member: Member, indexes: list[str]) -> dict[str, tuple[uuid.UUID, 
 
 
 def records_bulk_store(
-    *, member: Member, actor: str, records: list[ParsedRecord], submission_id: uuid.UUID | None = None
+    *,
+    member: Member,
+    actor: str,
+    records: list[ParsedRecord] | None = None,
+    submission_id: uuid.UUID | None = None,
+    prepared: list[tuple] | None = None,
 ) -> int:
     """Store validated records as new records or new versions (a reference seen earlier, in the
     database or in this list, gets the next version), with one `record.submit` audit event per
     version. Same outcome as services.records_store, written set-wise; runs in the caller's
-    transaction. Returns the number of versions stored."""
+    transaction. Returns the number of versions stored.
+
+    `prepared` (from `prepare_rows`, possibly made in another process) may replace `records` for
+    the COPY writer; the other writers need `records`."""
+    writer = _writer()
+    if writer == "copy":
+        if prepared is None:
+            prepared = prepare_rows(member, records or [])
+        if not prepared:
+            return 0
+        _copy_store(member, actor, submission_id, timezone.now(), prepared)
+        return len(prepared)
     if not records:
         return 0
     now = timezone.now()
@@ -526,10 +543,7 @@ def records_bulk_store(
     final: dict[uuid.UUID, _Planned] = {p.record_id: p for p in planned}
     new = [p for p in final.values() if p.index not in existed]
     changed = [p for p in final.values() if p.index in existed]
-    writer = _store_rows(member, submission_id, now, new, changed, planned)
-    if writer == "copy":
-        _copy_audit(member, actor, submission_id, now, planned)
-        return len(planned)
+    _store_rows(writer, member, submission_id, now, new, changed, planned)
     audit_bulk_write(
         [
             AuditEvent(
@@ -560,11 +574,10 @@ def _writer() -> str:
     return "copy" if connection.vendor == "postgresql" else "executemany"
 
 
-def _store_rows(member, submission_id, now, new, changed, planned) -> str:
-    writer = _writer()
+def _store_rows(writer, member, submission_id, now, new, changed, planned) -> None:
     if writer == "orm":
         _orm_write(member, submission_id, now, new, changed, planned)
-        return writer
+        return
     # Ids and ciphertexts are made here, each value bound to its table, column and row exactly as
     # EncryptedTextField.pre_save binds it, so the ORM reads these rows like any other.
     record_fields = list(Record._meta.concrete_fields)
@@ -608,23 +621,189 @@ def _store_rows(member, submission_id, now, new, changed, planned) -> str:
 
     update_names = [Record._meta.get_field(name).column for name in _RECORD_UPDATE_FIELDS]
     with connection.cursor() as cursor:
-        if writer == "copy":
-            _copy_write(
-                cursor.cursor,
-                record_fields,
-                version_fields,
-                update_names,
-                new,
-                changed,
-                planned,
-                record_row,
-                version_row,
+        _executemany_write(
+            cursor, record_fields, version_fields, update_names, new, changed, planned, record_row, version_row
+        )
+
+
+# --- the COPY writer (PostgreSQL) ----------------------------------------------------------------
+#
+# The rows of a chunk are formatted here as COPY text, without a per-value adapter: the costly
+# per-row work (reference index, ids, three AES-GCM encryptions, the text of the data fields) is
+# done by `prepare_rows` ahead of the chunk's transaction, possibly in the reader process; the
+# transaction then only looks the references up, numbers the versions and sends the text. Every
+# value formatted here is validated (enumerations, ISO dates, integers, hex) or made here (ids,
+# ciphertexts as bytea hex); text that is not is escaped with _copy_text.
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_NULL = "\\N"
+# Columns of the COPY text, in the order prepare_rows and _copy_store write them.
+_RECORD_COPY_COLUMNS = (
+    *Record.DATA_FIELDS,
+    "name",
+    "id",
+    "member_id",
+    "reference_index",
+    "member_reference",
+    "version",
+    "withdrawn_at",
+    "withdraw_reason",
+    "created_at",
+    "updated_at",
+)
+_VERSION_COPY_COLUMNS = (
+    *Record.DATA_FIELDS,
+    "name",
+    "id",
+    "record_id",
+    "member_id",
+    "version",
+    "submission_id",
+    "created_at",
+)
+for _model, _columns in ((Record, _RECORD_COPY_COLUMNS), (RecordVersion, _VERSION_COPY_COLUMNS)):
+    # A field added to the model must be added here too (rather than silently left NULL).
+    if sorted(_columns) != sorted(f.attname for f in _model._meta.concrete_fields):
+        raise RuntimeError(f"exchange.bulk: the COPY columns of {_model.__name__} do not match its fields")
+
+
+def _copy_text(value: str) -> str:
+    return value.translate(_COPY_ESCAPES)
+
+
+def _aad_prefix(model: type[models.Model], name: str) -> str:
+    # field_aad(model, field, pk) for a UUID pk, the prefix computed once: "<table>|<column>|".
+    return f"{model._meta.db_table}|{model._meta.get_field(name).column}|"
+
+
+def _sealed(value: str | None, aad_prefix: str, pk: str) -> str:
+    """COPY text of `value` encrypted for its row (bytea hex), as EncryptedTextField.pre_save would."""
+    if value is None:
+        return _NULL
+    return "\\\\x" + encrypt(value, aad=(aad_prefix + pk).encode()).hex()
+
+
+def prepare_rows(member: Member, records: list[ParsedRecord]) -> list[tuple]:
+    """Per record, everything of its COPY rows that does not depend on the database, as if its
+    reference were new: (reference index, record id, version id, data fields as COPY text, sealed
+    member_reference, sealed record name, sealed version name, subject token, member_reference,
+    name). Picklable, so a reader process can make it; plaintext stays in memory only."""
+    reference_aad = _aad_prefix(Record, "member_reference")
+    name_aad = _aad_prefix(Record, "name")
+    version_name_aad = _aad_prefix(RecordVersion, "name")
+    text = _copy_text
+    rows = []
+    for r in records:
+        record_id, version_id = str(uuid.uuid4()), str(uuid.uuid4())
+        settled_on = r.settled_on.isoformat() if r.settled_on is not None else _NULL
+        data = (
+            f"{text(r.subject_token)}\t{text(r.id_type)}\t{text(r.product)}\t{text(r.currency)}\t"
+            f"{int(r.principal)}\t{int(r.amount_overdue)}\t{int(r.days_past_due)}\t{text(r.status)}\t"
+            f"{r.opened_on.isoformat()}\t{r.delinquent_since.isoformat()}\t{r.as_of.isoformat()}\t"
+            f"{r.notice_sent_on.isoformat()}\t{settled_on}\t{text(r.payment_history)}"
+        )
+        rows.append(
+            (
+                reference_index(member, r.member_reference),
+                record_id,
+                version_id,
+                data,
+                _sealed(r.member_reference, reference_aad, record_id),
+                _sealed(r.name, name_aad, record_id),
+                _sealed(r.name, version_name_aad, version_id),
+                r.subject_token,
+                r.member_reference,
+                r.name,
             )
+        )
+    return rows
+
+
+def _copy_store(member: Member, actor: str, submission_id, now: datetime, prepared: list[tuple]) -> None:
+    """One chunk by COPY: new records, changed records (through a staging table and one UPDATE),
+    every version, and the `record.submit` audit events."""
+    state: dict[str, tuple[str, int]] = {
+        index: (str(record_id), version)
+        for index, (record_id, version) in _existing(member, [p[0] for p in prepared]).items()
+    }
+    existed = set(state)
+    reference_aad = _aad_prefix(Record, "member_reference")
+    name_aad = _aad_prefix(Record, "name")
+    now_text = now.isoformat()
+    member_text = str(member.pk)
+    submission = str(submission_id) if submission_id else ""
+    submission_text = submission or _NULL
+    audit_head = f"{now_text}\t{_copy_text(actor[:120])}\t{_copy_text(member.code)}\trecord.submit\trecord\t"
+    audit_tail = f"\t{Outcome.OK.value}\t{_copy_text(current_request_id())}\t"
+    final: dict[str, tuple] = {}  # record id -> (prepared row, version) of its last version here
+    versions: list[str] = []
+    events: list[str] = []
+    for p in prepared:
+        index, own_id, version_id, data, _ref, _name, version_name, token = p[:8]
+        current = state.get(index)
+        if current is None:
+            record_id, version = own_id, 1
         else:
-            _executemany_write(
-                cursor, record_fields, version_fields, update_names, new, changed, planned, record_row, version_row
+            record_id, version = current[0], current[1] + 1
+        state[index] = (record_id, version)
+        created = "true" if version == 1 and index not in existed else "false"
+        final[record_id] = (p, version)
+        versions.append(
+            f"{data}\t{version_name}\t{version_id}\t{record_id}\t{member_text}\t{version}\t{submission_text}\t{now_text}\n"
+        )
+        # json.dumps of {"version", "created", "submission"}: ints, booleans and a UUID need no escaping.
+        details = f'{{"version": {version}, "created": {created}, "submission": "{submission}"}}'
+        events.append(f"{audit_head}{record_id}\t{_copy_text(token)}{audit_tail}{_copy_text(details)}\n")
+    new: list[str] = []
+    changed: list[str] = []
+    for record_id, (p, version) in final.items():
+        index, own_id, _vid, data, reference, name = p[:6]
+        if record_id != own_id:  # stored under another row's id: seal for that row instead
+            reference = _sealed(p[8], reference_aad, record_id)
+            name = _sealed(p[9], name_aad, record_id)
+        line = (
+            f"{data}\t{name}\t{record_id}\t{member_text}\t{index}\t{reference}\t{version}\t"
+            f"{_NULL}\t{_NULL}\t{now_text}\t{now_text}\n"
+        )
+        (changed if index in existed else new).append(line)
+
+    quote = connection.ops.quote_name
+    table = quote(Record._meta.db_table)
+    with connection.cursor() as wrapper:
+        cursor = wrapper.cursor
+        if new:
+            _copy_lines(cursor, Record, _RECORD_COPY_COLUMNS, new)
+        if changed:
+            stage = "exchange_bulk_record_stage"
+            cursor.execute(
+                f"CREATE TEMPORARY TABLE IF NOT EXISTS {stage} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
             )
-    return writer
+            _copy_lines(cursor, Record, _RECORD_COPY_COLUMNS, changed, table=stage)
+            columns = [Record._meta.get_field(name).column for name in _RECORD_UPDATE_FIELDS]
+            updates = ", ".join(f"{quote(c)} = s.{quote(c)}" for c in columns)
+            cursor.execute(f"UPDATE {table} AS r SET {updates} FROM {stage} AS s WHERE r.id = s.id")  # noqa: S608
+            cursor.execute(f"TRUNCATE {stage}")
+        _copy_lines(cursor, RecordVersion, _VERSION_COPY_COLUMNS, versions)
+        _copy_lines(cursor, AuditEvent, _AUDIT_COLUMNS, events)
+
+
+_COPY_BLOCK = 1 << 18  # characters sent to COPY at a time
+
+
+def _copy_lines(cursor, model: type[models.Model], attnames, lines: list[str], *, table: str | None = None) -> None:
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(model._meta.get_field(name).column) for name in attnames)
+    with cursor.copy(f"COPY {quote(table or model._meta.db_table)} ({columns}) FROM STDIN") as copy:
+        block: list[str] = []
+        size = 0
+        for line in lines:
+            block.append(line)
+            size += len(line)
+            if size >= _COPY_BLOCK:
+                copy.write("".join(block))
+                block, size = [], 0
+        if block:
+            copy.write("".join(block))
 
 
 _AUDIT_COLUMNS = (
@@ -639,59 +818,6 @@ _AUDIT_COLUMNS = (
     "request_id",
     "details",
 )
-
-
-def _copy_audit(member: Member, actor: str, submission_id, now: datetime, planned: list[_Planned]) -> None:
-    """The `record.submit` events of a chunk by COPY: the same rows audit_bulk_write would insert
-    (unsealed; details of a fixed, non-personal shape). They are sealed into the chain by the
-    sealing backstop (run_worker, seal_audit; import_records seals at its end) rather than after
-    every chunk's commit, which would put the hashing of every event on the ingest's path."""
-    actor = actor[:120]
-    request_id = current_request_id()
-    submission = str(submission_id or "")
-    rows = (
-        (
-            now,
-            actor,
-            member.code,
-            "record.submit",
-            "record",
-            str(p.record_id),
-            p.record.subject_token,
-            Outcome.OK.value,
-            request_id,
-            json.dumps({"version": p.version, "created": p.created, "submission": submission}),
-        )
-        for p in planned
-    )
-    with connection.cursor() as cursor:
-        _copy(cursor.cursor, AuditEvent._meta.db_table, list(_AUDIT_COLUMNS), rows)
-
-
-def _copy_write(cursor, record_fields, version_fields, update_names, new, changed, planned, record_row, version_row):
-    quote = connection.ops.quote_name
-    table = quote(Record._meta.db_table)
-    record_columns = [f.column for f in record_fields]
-    if new:
-        _copy(cursor, Record._meta.db_table, record_columns, map(record_row, new))
-    if changed:
-        stage = "exchange_bulk_record_stage"
-        cursor.execute(
-            f"CREATE TEMPORARY TABLE IF NOT EXISTS {stage} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-        )
-        _copy(cursor, stage, record_columns, map(record_row, changed))
-        updates = ", ".join(f"{quote(c)} = s.{quote(c)}" for c in update_names)
-        cursor.execute(f"UPDATE {table} AS r SET {updates} FROM {stage} AS s WHERE r.id = s.id")  # noqa: S608
-        cursor.execute(f"TRUNCATE {stage}")
-    _copy(cursor, RecordVersion._meta.db_table, [f.column for f in version_fields], map(version_row, planned))
-
-
-def _copy(cursor, table: str, columns: list[str], rows: Iterator[tuple]) -> None:
-    quote = connection.ops.quote_name
-    statement = f"COPY {quote(table)} ({', '.join(quote(c) for c in columns)}) FROM STDIN"
-    with cursor.copy(statement) as copy:
-        for row in rows:
-            copy.write_row(row)
 
 
 def _adapters(fields: list) -> list[Callable[[Any], Any] | None]:
@@ -868,7 +994,10 @@ def _fault_point(chunks_done: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _validate(rows: list[Row], today) -> tuple[list[ParsedRecord], list[tuple[int, str, str]], int]:
+def _validate(
+    rows: list[Row], today, member: Member | None = None
+) -> tuple[list[ParsedRecord] | list[tuple], list[tuple[int, str, str]], int]:
+    """Parse every row; with `member`, return the valid ones as `prepare_rows` makes them."""
     parsed: list[ParsedRecord] = []
     errors: list[tuple[int, str, str]] = []
     rejected = 0
@@ -882,23 +1011,30 @@ def _validate(rows: list[Row], today) -> tuple[list[ParsedRecord], list[tuple[in
         except RecordErrors as exc:
             errors += [(row.line, field, message) for field, message in exc.errors]
             rejected += 1
+    if member is not None:
+        return prepare_rows(member, parsed), errors, rejected
     return parsed, errors, rejected
 
 
 def _store_chunk(
     submission: Submission,
     owner: str,
-    validated: tuple[list[ParsedRecord], list[tuple[int, str, str]], int],
+    validated: tuple[list, list[tuple[int, str, str]], int],
     position: tuple[int, int],
     done: int,
+    prepared: bool,
 ) -> None:
-    parsed, errors, rejected = validated
+    rows, errors, rejected = validated
     for attempt in range(3):
         try:
             with transaction.atomic():
                 _hold(submission.pk, owner)
                 records_bulk_store(
-                    member=submission.member, actor=submission.actor, records=parsed, submission_id=submission.pk
+                    member=submission.member,
+                    actor=submission.actor,
+                    records=None if prepared else rows,
+                    prepared=rows if prepared else None,
+                    submission_id=submission.pk,
                 )
                 SubmissionError.objects.bulk_create(
                     [
@@ -910,7 +1046,7 @@ def _store_chunk(
                 Submission.objects.filter(pk=submission.pk).update(
                     next_offset=position[0],
                     next_line=position[1],
-                    accepted=F("accepted") + len(parsed),
+                    accepted=F("accepted") + len(rows),
                     rejected=F("rejected") + rejected,
                     lease_expires_at=timezone.now() + _lease(),
                 )
@@ -920,6 +1056,141 @@ def _store_chunk(
             # A concurrent request created one of these references first: the retry sees it.
             if attempt == 2:
                 raise
+
+
+# --- reading and validating ahead ----------------------------------------------------------------
+
+
+class _ChunkSource:
+    """Reads a submission's file from its saved position and validates it chunk by chunk (and,
+    for the COPY writer, prepares the rows): pure Python, no database."""
+
+    def __init__(self, path: Path, fmt: str, offset: int, line: int, member: Member | None):
+        try:
+            self.file = open(path, "rb")  # closed by close()
+        except FileNotFoundError:
+            raise FileRejected("The file is no longer stored; submit it again.") from None
+        self.member = member
+        try:
+            self.lines, self.rows = open_rows(self.file, fmt, offset=offset, line=line)
+        except BaseException:
+            self.file.close()
+            raise
+
+    def next(self, chunk_rows: int, today) -> tuple[int, tuple[int, int], tuple]:
+        batch = list(islice(self.rows, chunk_rows))
+        return len(batch), (self.lines.pos, self.lines.line), _validate(batch, today, self.member)
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class _ThreadReader:
+    """The next chunk is read and validated in a thread while this one is written: the parsing
+    overlaps the database's work on the chunk (one core: the GIL is shared)."""
+
+    def __init__(self, source: _ChunkSource):
+        self.source = source
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bulk-read")
+        self.upcoming = None
+
+    def request(self, chunk_rows: int, today) -> None:
+        self.upcoming = self.pool.submit(self.source.next, chunk_rows, today)
+
+    def result(self):
+        return self.upcoming.result()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.source.close()
+
+
+def _reader_main(tasks, results, parent_ends, parent: int, path, fmt, offset, line, member) -> None:
+    """The reader process (forked): answers each request with the next validated chunk. It exits
+    when asked, when its parent is gone (a killed worker leaves nothing behind) or on an error,
+    which it sends back."""
+    for end in parent_ends:  # so a send to a dead parent fails instead of waiting forever
+        end.close()
+    try:
+        try:
+            source = _ChunkSource(path, fmt, offset, line, member)
+        except BaseException as exc:  # noqa: BLE001 - sent to the parent, which raises it
+            results.send(("error", exc))
+            return
+        while True:
+            while not tasks.poll(1.0):
+                if os.getppid() != parent:
+                    return
+            request = tasks.recv()
+            if request is None:
+                return
+            try:
+                answer = ("ok", source.next(*request))
+            except BaseException as exc:  # noqa: BLE001
+                results.send(("error", exc))
+                return
+            results.send(answer)
+    except (OSError, EOFError):
+        return  # the parent is gone
+
+
+class _ProcessReader:
+    """The reader in a forked process, so validation, tokenising and encryption run on another
+    core than the writer (CPU-bound Python: a thread shares the GIL). The child is a copy of this
+    process (settings, keys) that never touches the database; progress stays in the writer's
+    transactions, so a dead reader only fails the attempt and the submission resumes."""
+
+    def __init__(self, path: Path, fmt: str, offset: int, line: int, member: Member):
+        context = multiprocessing.get_context("fork")
+        task_read, self.tasks = context.Pipe(duplex=False)
+        self.results, result_write = context.Pipe(duplex=False)
+        self.process = context.Process(
+            target=_reader_main,
+            args=(task_read, result_write, (self.tasks, self.results), os.getpid(), path, fmt, offset, line, member),
+            name="bulk-reader",
+            daemon=True,
+        )
+        self.process.start()
+        task_read.close()
+        result_write.close()
+
+    def request(self, chunk_rows: int, today) -> None:
+        try:
+            self.tasks.send((chunk_rows, today))
+        except OSError:
+            pass  # the reader ended (with an error it sent): result() reports it
+
+    def result(self):
+        try:
+            kind, value = self.results.recv()
+        except EOFError:
+            raise RuntimeError(f"the bulk reader process ended unexpectedly ({self.process.exitcode})") from None
+        if kind == "error":
+            raise value
+        return value
+
+    def close(self) -> None:
+        try:
+            self.tasks.send(None)
+        except OSError:
+            pass
+        self.process.join(timeout=5)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+        self.tasks.close()
+        self.results.close()
+
+
+def _use_process() -> bool:
+    """A reader process for the COPY writer on a machine with more than one core, unless
+    EXCHANGE_BULK_READER=thread."""
+    return (
+        _writer() == "copy"
+        and (os.cpu_count() or 1) > 1
+        and os.environ.get("EXCHANGE_BULK_READER", "") != "thread"
+        and "fork" in multiprocessing.get_all_start_methods()
+    )
 
 
 def _finish(submission_id: Any, owner: str, *, error: str = "") -> None:
@@ -981,31 +1252,26 @@ def submission_process(
     chunk_rows = chunk_rows or settings.EXCHANGE_BULK_CHUNK_ROWS
     path = _file_path(submission)
     try:
+        prepared = _writer() == "copy"
+        where = (path, submission.format, submission.next_offset, submission.next_line)
+        if _use_process():
+            reader = _ProcessReader(*where, submission.member)
+        else:
+            reader = _ThreadReader(_ChunkSource(*where, submission.member if prepared else None))
         try:
-            file = open(path, "rb")
-        except FileNotFoundError:
-            raise FileRejected("The file is no longer stored; submit it again.") from None
-        with file:
-            lines, rows = open_rows(file, submission.format, offset=submission.next_offset, line=submission.next_line)
-
-            def next_batch():
-                batch = list(islice(rows, chunk_rows))
-                return len(batch), (lines.pos, lines.line), _validate(batch, latest_today())
-
-            # The next chunk is read and validated (pure Python, no database) in a thread while
-            # this one is written, so the parsing overlaps the database's work on the chunk.
-            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bulk-read") as reader:
-                upcoming = reader.submit(next_batch)
-                done = 0
-                while True:
-                    count, position, validated = upcoming.result()
-                    if not count:
-                        break
-                    upcoming = reader.submit(next_batch)
-                    _store_chunk(submission, owner, validated, position, done)
-                    done += 1
-                    if progress is not None:
-                        progress(count)
+            reader.request(chunk_rows, latest_today())
+            done = 0
+            while True:
+                count, position, validated = reader.result()
+                if not count:
+                    break
+                reader.request(chunk_rows, latest_today())
+                _store_chunk(submission, owner, validated, position, done, prepared)
+                done += 1
+                if progress is not None:
+                    progress(count)
+        finally:
+            reader.close()
         _finish(submission.pk, owner)
     except FileRejected as exc:
         _finish(submission.pk, owner, error=exc.message)
