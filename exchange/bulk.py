@@ -722,10 +722,16 @@ def prepare_rows(member: Member, records: list[ParsedRecord]) -> list[tuple]:
 def _copy_store(member: Member, actor: str, submission_id, now: datetime, prepared: list[tuple]) -> None:
     """One chunk by COPY: new records, changed records (through a staging table and one UPDATE),
     every version, and the `record.submit` audit events."""
-    state: dict[str, tuple[str, int]] = {
-        index: (str(record_id), version)
-        for index, (record_id, version) in _existing(member, [p[0] for p in prepared]).items()
-    }
+    quote = connection.ops.quote_name
+    table = quote(Record._meta.db_table)
+    with connection.cursor() as wrapper:
+        # The member's records with these references, locked: one statement, the references as one array.
+        wrapper.execute(
+            f"SELECT reference_index, id, version FROM {table} WHERE member_id = %s AND reference_index = ANY(%s) "  # noqa: S608
+            "ORDER BY reference_index FOR UPDATE",
+            [member.pk, sorted({p[0] for p in prepared})],
+        )
+        state: dict[str, tuple[str, int]] = {index: (str(record_id), version) for index, record_id, version in wrapper}
     existed = set(state)
     reference_aad = _aad_prefix(Record, "member_reference")
     name_aad = _aad_prefix(Record, "name")
@@ -767,8 +773,6 @@ def _copy_store(member: Member, actor: str, submission_id, now: datetime, prepar
         )
         (changed if index in existed else new).append(line)
 
-    quote = connection.ops.quote_name
-    table = quote(Record._meta.db_table)
     with connection.cursor() as wrapper:
         cursor = wrapper.cursor
         if new:
@@ -1174,7 +1178,7 @@ class _ProcessReader:
             self.tasks.send(None)
         except OSError:
             pass
-        self.process.join(timeout=5)
+        self.process.join(timeout=2)  # an idle reader exits at once; a busy one is not waited for
         if self.process.is_alive():
             self.process.kill()
             self.process.join()
