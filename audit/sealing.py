@@ -6,6 +6,11 @@ under a non-blocking lock: one sealer at a time, the others return at once and l
 events to it. `seal_pending()` is the blocking backstop (the `seal_audit` command and the
 worker call it) and ends with a signed checkpoint of the newest event.
 
+Where `seal_soon()` runs after a commit: on the committing thread by default (tests, commands,
+runserver), or, once `start_background_sealer()` was called in the process (gunicorn.conf.py does
+it in every worker), on one sealer thread of the process that the commit only wakes, so that a
+request does not wait for the sealing of its events (docs/audit.md, docs/performance.md).
+
 A lower id that commits after a higher id was sealed simply gets a later position: positions
 are given in sealing order, never taken from the id, and verification follows `seq`.
 """
@@ -13,6 +18,7 @@ are given in sealing order, never taken from the id, and verification follows `s
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -70,6 +76,65 @@ def seal_soon() -> None:
                 return
     except Exception:  # sealing must never fail the request: the backstop seals later
         logger.exception("audit sealing after commit failed; `seal_audit` will seal the events")
+
+
+def seal_after_commit() -> None:
+    """What `audit_write` runs after a commit: wake the process's sealer thread if one runs,
+    else seal on this thread. Never raises."""
+    if _sealer is not None and _sealer.is_alive() and _sealer_pid == os.getpid():
+        _wakeup.set()
+        return
+    seal_soon()
+
+
+# The per-process sealer thread (start_background_sealer); a forked child starts its own.
+_wakeup = threading.Event()
+_stopping = threading.Event()
+_sealer: threading.Thread | None = None
+_sealer_pid = 0
+
+
+def start_background_sealer() -> None:
+    """Seal after commit on a thread of this process instead of the committing request's thread.
+
+    Each wake-up runs `seal_soon()` once for everything committed so far, so under load one pass
+    seals the events of many requests. Events of a process that dies before its sealer ran are
+    sealed by the backstop (run_worker, seal_audit), as any event left behind is.
+    """
+    global _sealer, _sealer_pid
+    if _sealer is not None and _sealer.is_alive() and _sealer_pid == os.getpid():
+        return
+    _stopping.clear()
+    _wakeup.clear()
+    _sealer = threading.Thread(target=_sealer_loop, name="audit-sealer", daemon=True)
+    _sealer_pid = os.getpid()
+    _sealer.start()
+
+
+def stop_background_sealer(timeout: float = 10.0) -> None:
+    """Stop the sealer thread after its current pass (tests, worker shutdown)."""
+    global _sealer
+    thread = _sealer
+    if thread is None:
+        return
+    _stopping.set()
+    _wakeup.set()
+    thread.join(timeout)
+    _sealer = None
+
+
+def _sealer_loop() -> None:
+    from django.db import close_old_connections
+
+    while not _stopping.is_set():
+        _wakeup.wait()
+        _wakeup.clear()
+        if _stopping.is_set():
+            break
+        seal_soon()
+        # This thread's connection lives across passes; drop it if broken or past CONN_MAX_AGE.
+        close_old_connections()
+    connection.close()
 
 
 def seal_pending(*, checkpoint: bool = True) -> SealResult:

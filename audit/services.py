@@ -67,8 +67,14 @@ def audit_bulk_write(events: list[AuditEvent]) -> None:
     transaction.on_commit(_seal_after_commit)
 
 
+def seal_on_commit() -> None:
+    """Have the events inserted in this transaction sealed once it commits (for writers that
+    insert events themselves, e.g. by COPY)."""
+    transaction.on_commit(_seal_after_commit)
+
+
 def _seal_after_commit() -> None:
     # Imported late: sealing is optional for the write path and must never break it.
     from audit import sealing
 
-    sealing.seal_soon()
+    sealing.seal_after_commit()

@@ -9,16 +9,17 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from audit.models import AuditEvent, Outcome
-from audit.services import audit_bulk_write, audit_write
+from audit.models import Outcome
+from audit.services import audit_write, seal_on_commit
+from core.prepared import PreparedQuery
 from core.problems import Forbidden, Invalid, NotFound
 from core.tokens import blind_index
 from exchange.models import (
@@ -90,81 +91,34 @@ def parse_batch(raw_records: Any) -> list[ParsedRecord]:
     return parsed
 
 
-def _apply(target: Any, record: ParsedRecord) -> None:
-    for name in (
-        "subject_token",
-        "id_type",
-        "name",
-        "product",
-        "currency",
-        "principal",
-        "amount_overdue",
-        "days_past_due",
-        "status",
-        "opened_on",
-        "delinquent_since",
-        "as_of",
-        "notice_sent_on",
-        "settled_on",
-        "payment_history",
-    ):
-        setattr(target, name, getattr(record, name))
-
-
 def records_store(
     *, member: Member, actor: str, records: list[ParsedRecord], submission_id: uuid.UUID | None = None
 ) -> list[dict]:
     """Store validated records (new ones, or new versions by reference) with one audit event each.
 
-    Runs in the caller's transaction; returns one result per record, in order.
+    Runs in the caller's transaction; returns one result per record, in order. Written set-wise
+    by the bulk path's writer (COPY on PostgreSQL): a batch of 1000 is a few statements, not
+    thousands of ORM saves; its audit events are sealed after the commit, as `audit_write`'s are.
     """
-    now = timezone.now()
+    from exchange import bulk  # imported here: the bulk module builds on this one
+
+    if not records:
+        return []
+    bulk.records_bulk_store(member=member, actor=actor, records=records, submission_id=submission_id)
+    seal_on_commit()
+    # What each record became: one indexed read. A batch never repeats a reference, so a record
+    # at version 1 was created by it.
     indexes = [reference_index(member, r.member_reference) for r in records]
-    existing = {
-        rec.reference_index: rec
-        for rec in Record.objects.select_for_update().filter(member=member, reference_index__in=indexes)
-    }
-    new_records: list[Record] = []
-    changed: list[Record] = []
-    versions: list[RecordVersion] = []
-    events: list[AuditEvent] = []
-    results: list[dict] = []
-    for record, index in zip(records, indexes, strict=True):
-        current = existing.get(index)
-        created = current is None
-        if created:
-            current = Record(member=member, reference_index=index, member_reference=record.member_reference)
-            current.created_at = now
-            new_records.append(current)
-        else:
-            current.version += 1
-            current.withdrawn_at = None  # a new version of a withdrawn record reinstates it
-            current.withdraw_reason = None
-            changed.append(current)
-        _apply(current, record)
-        current.updated_at = now
-        version = RecordVersion(record=current, member=member, version=current.version, submission_id=submission_id)
-        _apply(version, record)
-        version.created_at = now
-        versions.append(version)
-        events.append(
-            AuditEvent(
-                action="record.submit",
-                actor=actor,
-                member_code=member.code,
-                object_type="record",
-                object_id=str(current.pk),
-                subject_token=record.subject_token,
-                details={"version": current.version, "created": created},
-            )
+    stored = {
+        index: (record_id, version)
+        for index, record_id, version in Record.objects.filter(member=member, reference_index__in=indexes).values_list(
+            "reference_index", "id", "version"
         )
-        results.append({"id": str(current.pk), "version": current.version, "created": created})
-    Record.objects.bulk_create(new_records, batch_size=500)
-    for rec in changed:
-        rec.save()
-    RecordVersion.objects.bulk_create(versions, batch_size=500)
-    audit_bulk_write(events)
-    return results
+    }
+    return [
+        {"id": str(stored[index][0]), "version": stored[index][1], "created": stored[index][1] == 1}
+        for index in indexes
+    ]
 
 
 def records_submit(*, caller: Caller, raw_records: Any) -> list[dict]:
@@ -426,6 +380,74 @@ def inquiry_counts(*, member: Member, subject_token: str, now: datetime) -> dict
     }
 
 
+_LINE_FIELDS = (
+    "id",
+    "member_id",
+    "product",
+    "status",
+    "days_past_due",
+    "currency",
+    "amount_overdue",
+    "opened_on",
+    "delinquent_since",
+    "as_of",
+    "settled_on",
+    "payment_history",
+    "disputed",
+)
+_COUNT_FIELDS = ("last_7_days", "last_30_days", "last_90_days", "institutions_last_90_days")
+
+
+# The inquiry's reads, compiled once per database rather than per inquiry (core/prepared.py).
+_CONSENT_BY_ID = PreparedQuery(
+    lambda pk: Consent.objects.filter(pk=pk).order_by(),
+    pk=(uuid.UUID(int=1), Consent._meta.pk),
+)
+_VISIBLE_RECORDS = PreparedQuery(
+    lambda token, now: Record.objects.visible_for_inquiry(token, now).values(*_LINE_FIELDS),
+    token=("token-stand-in-" + "0" * 49, Record._meta.get_field("subject_token")),
+    now=(datetime(1901, 2, 3, 4, 5, 6, 789012, tzinfo=UTC), Record._meta.get_field("updated_at")),
+)
+
+
+def _report_rows(*, member: Member, subject_token: str, now: datetime) -> tuple[list[dict], dict]:
+    """The subject's visible records (newest delinquency first) and the inquiry counts of
+    `inquiry_counts`, read in one query: one round trip on the inquiry's hot path.
+
+    The counts are one aggregate row, LEFT JOINed to the records so that a subject without
+    records still gets its counts; the records part is the ORM's `visible_for_inquiry`.
+    """
+    records_sql, records_params = _VISIBLE_RECORDS.bind(token=subject_token, now=now)
+    ops = connection.ops
+    at = ops.adapt_datetimefield_value
+    member_id = Member._meta.pk.get_db_prep_value(member.pk, connection)
+    inquiries = ops.quote_name(Inquiry._meta.db_table)
+    sql = (
+        f"SELECT r.*, c.last_7_days, c.last_30_days, c.last_90_days, c.institutions_last_90_days FROM ("  # noqa: S608 - fixed names
+        "SELECT COUNT(CASE WHEN created_at >= %s THEN 1 END) AS last_7_days, "
+        "COUNT(CASE WHEN created_at >= %s THEN 1 END) AS last_30_days, "
+        "COUNT(*) AS last_90_days, COUNT(DISTINCT member_id) AS institutions_last_90_days "
+        f"FROM {inquiries} WHERE subject_token = %s AND created_at >= %s AND member_id <> %s"
+        f") c LEFT JOIN ({records_sql}) r ON 1 = 1 ORDER BY r.delinquent_since DESC, r.id"
+    )
+    params = [
+        at(now - timedelta(days=7)),
+        at(now - timedelta(days=30)),
+        subject_token,
+        at(now - timedelta(days=90)),
+        member_id,
+        *records_params,
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        found = cursor.fetchall()
+    width = len(_LINE_FIELDS)
+    counts = dict(zip(_COUNT_FIELDS, (n or 0 for n in found[0][width:]), strict=True))
+    # A subject without records has one row: its counts, with NULL record columns.
+    rows = [dict(zip(_LINE_FIELDS, row, strict=False)) for row in _VISIBLE_RECORDS.convert(found) if row[0] is not None]
+    return rows, counts
+
+
 def _check_reciprocity(caller: Caller, token: str, now: datetime) -> None:
     days = settings.EXCHANGE_RECIPROCITY_DAYS
     if days <= 0:
@@ -445,7 +467,7 @@ def inquiry_create(*, caller: Caller, subject: Any, consent_id: Any, purpose: st
     _check_reciprocity(caller, token, now)
     consent = None
     try:
-        consent = Consent.objects.filter(pk=uuid.UUID(str(consent_id))).first()
+        consent = _CONSENT_BY_ID.first(pk=uuid.UUID(str(consent_id)))
     except ValueError:
         pass
     why = (
@@ -459,31 +481,13 @@ def inquiry_create(*, caller: Caller, subject: Any, consent_id: Any, purpose: st
             "consent_required",
             "No active consent registered by you for this subject and purpose; register one first.",
         )
-    rows = list(
-        Record.objects.visible_for_inquiry(token, now)
-        .order_by("-delinquent_since", "id")
-        .values(
-            "id",
-            "member_id",
-            "product",
-            "status",
-            "days_past_due",
-            "currency",
-            "amount_overdue",
-            "opened_on",
-            "delinquent_since",
-            "as_of",
-            "settled_on",
-            "payment_history",
-            "disputed",
-        )
-    )
+    rows, counts = _report_rows(member=caller.member, subject_token=token, now=now)
     summary, lines, line_records = build_report(rows, member=caller.member, today=now.date())
     result = {
         "subject_found": bool(rows),
         "summary": summary,
         "records": lines,
-        "inquiries": inquiry_counts(member=caller.member, subject_token=token, now=now),
+        "inquiries": counts,
     }
     with transaction.atomic():
         inquiry = Inquiry.objects.create(

@@ -9,11 +9,18 @@ from rest_framework import authentication, exceptions
 
 from audit.models import Outcome
 from audit.services import audit_write
+from core.prepared import PreparedQuery
 from members.keys import key_matches, split_key
 from members.models import ApiKey
 
 # last_used_at is written at most this often per key, to keep the hot path read-only.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+# The key and its member in one query, compiled once (core/prepared.py): this runs on every call.
+_KEY_BY_PREFIX = PreparedQuery(
+    lambda prefix: ApiKey.objects.select_related("member").filter(prefix=prefix).order_by(),
+    prefix=("cx_stand-in-prefix", ApiKey._meta.get_field("prefix")),
+)
 
 
 def _refuse(reason: str, prefix: str = "", member_code: str = "") -> exceptions.AuthenticationFailed:
@@ -47,7 +54,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         prefix = split_key(token)
         if prefix is None:
             raise _refuse("malformed")
-        key = ApiKey.objects.select_related("member").filter(prefix=prefix).first()
+        key = _KEY_BY_PREFIX.first(prefix=prefix)
         if key is None or not key_matches(token, key.key_hash):
             raise _refuse("unknown", prefix)
         now = timezone.now()

@@ -1,0 +1,64 @@
+"""The per-process sealer thread (gunicorn.conf.py starts it): a commit wakes it, it seals."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from django.db import connection, transaction
+
+from audit import sealing
+from audit.models import AuditEvent
+from audit.services import audit_write
+from audit.verify import verify_chain
+
+
+def _wait_until_sealed(count: int, timeout: float = 20.0) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        sealed = AuditEvent.objects.filter(seq__isnull=False).count()
+        if sealed >= count:
+            return sealed
+        time.sleep(0.05)
+    return AuditEvent.objects.filter(seq__isnull=False).count()
+
+
+@pytest.fixture
+def sealer():
+    sealing.start_background_sealer()
+    yield
+    sealing.stop_background_sealer()
+
+
+# PostgreSQL only: SQLite's in-memory test database locks whole tables across connections.
+@pytest.mark.postgres_only
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL only")
+@pytest.mark.django_db(transaction=True)
+def test_a_commit_wakes_the_sealer_thread_which_seals_the_events(sealer, monkeypatch):
+    on_this_thread = []
+    monkeypatch.setattr(sealing, "seal_soon", _recording(sealing.seal_soon, on_this_thread))
+    for n in range(5):
+        with transaction.atomic():
+            audit_write(action="test.write", actor="test", details={"n": n})
+    assert _wait_until_sealed(5) == 5
+    assert verify_chain().ok
+    # The committing thread only woke the sealer; the sealing ran on the sealer's thread.
+    assert on_this_thread and all(name == "audit-sealer" for name in on_this_thread)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_without_the_sealer_thread_the_committing_thread_seals():
+    sealing.stop_background_sealer()
+    with transaction.atomic():
+        audit_write(action="test.write", actor="test")
+    assert AuditEvent.objects.filter(seq__isnull=False).count() == 1
+
+
+def _recording(function, calls: list):
+    import threading
+
+    def wrapper(*args, **kwargs):
+        calls.append(threading.current_thread().name)
+        return function(*args, **kwargs)
+
+    return wrapper
