@@ -9,8 +9,9 @@ In one run, on one database (migrated here), it
    resident memory of that process (ru_maxrss);
 3. loads the same rows, as the import stored them, with plain `COPY` into a table shaped like
    exchange_record (same columns, indexes and constraints): the physical limit for these rows;
-4. stores `--orm-sample` rows one at a time, each validated and saved through the ORM in its own
-   transaction (services.records_store): what a naive implementation does.
+4. stores `--orm-sample` rows one at a time, each validated and saved through the ORM (Record,
+   RecordVersion and its audit event, as services.records_store did before it was made set-wise)
+   in its own transaction: what a naive implementation does.
 It prints one JSON line per step and a summary. See bench/README.md for a throwaway server.
 """
 
@@ -222,12 +223,53 @@ def step_copy(code: str, workdir: Path, repeat: int = 3) -> dict:
     }
 
 
+def _orm_store_one(member, actor: str, record) -> None:
+    """The naive path: one record saved through the ORM (as services.records_store did before it
+    was made set-wise), its version and its audit event; the caller's transaction."""
+    from django.utils import timezone
+
+    from audit.models import AuditEvent
+    from audit.services import audit_bulk_write
+    from exchange.models import Record, RecordVersion
+    from exchange.services import reference_index
+
+    now = timezone.now()
+    index = reference_index(member, record.member_reference)
+    current = Record.objects.select_for_update().filter(member=member, reference_index=index).first()
+    created = current is None
+    if created:
+        current = Record(member=member, reference_index=index, member_reference=record.member_reference)
+        current.created_at = now
+    else:
+        current.version += 1
+    for name in (*Record.DATA_FIELDS, "name"):
+        setattr(current, name, getattr(record, name))
+    current.updated_at = now
+    current.save()
+    version = RecordVersion(record=current, member=member, version=current.version, created_at=now)
+    for name in (*Record.DATA_FIELDS, "name"):
+        setattr(version, name, getattr(record, name))
+    version.save()
+    audit_bulk_write(
+        [
+            AuditEvent(
+                action="record.submit",
+                actor=actor,
+                member_code=member.code,
+                object_type="record",
+                object_id=str(current.pk),
+                subject_token=record.subject_token,
+                details={"version": current.version, "created": created},
+            )
+        ]
+    )
+
+
 def step_orm(code: str, sample: int) -> dict:
     """One row at a time: parse, then save through the ORM in its own transaction."""
     _django()
     from django.db import transaction
 
-    from exchange.services import records_store
     from exchange.validation import RecordErrors, parse_record
     from members.models import Member
 
@@ -250,7 +292,7 @@ def step_orm(code: str, sample: int) -> dict:
             except RecordErrors:
                 continue
             with transaction.atomic():
-                records_store(member=member, actor="bench", records=[parsed])
+                _orm_store_one(member, "bench", parsed)
     seconds = time.perf_counter() - started
     path.unlink()
     workdir.rmdir()
