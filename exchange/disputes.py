@@ -86,7 +86,8 @@ def dispute_get(*, caller: Caller, roles: Roles, dispute_id: Any, action: str = 
     """
     dispute_uuid = _uuid_or_none(dispute_id)
     if dispute_uuid is None:
-        audit_denied(caller, action, "not_found", object_type="dispute", object_id=str(dispute_id)[:64])
+        # Only a well-formed id is recorded: raw input (a NUL byte, say) never reaches the log.
+        audit_denied(caller, action, "not_found", object_type="dispute", object_id=str(dispute_uuid or ""))
         raise NotFound()
     dispute = disputes_visible(caller=caller, roles=roles).filter(pk=dispute_uuid).first()
     if dispute is not None:
@@ -147,7 +148,9 @@ def dispute_open(*, caller: Caller, inquiry_id: Any, line: Any, reason: Any) -> 
         else None
     )
     if inquiry is None:
-        audit_denied(caller, "dispute.open", "inquiry_not_found", object_type="inquiry", object_id=str(inquiry_id)[:64])
+        audit_denied(
+            caller, "dispute.open", "inquiry_not_found", object_type="inquiry", object_id=str(inquiry_uuid or "")
+        )
         raise NotFound("No such inquiry of yours.")
     token = inquiry.subject_token
     lines = inquiry.line_records or []
@@ -242,7 +245,8 @@ def dispute_resolve(*, caller: Caller, roles: Roles, dispute_id: Any, outcome: s
         else None
     )
     if found is None:
-        audit_denied(caller, action, "not_found", object_type="dispute", object_id=str(dispute_id)[:64])
+        # Only a well-formed id is recorded: raw input (a NUL byte, say) never reaches the log.
+        audit_denied(caller, action, "not_found", object_type="dispute", object_id=str(dispute_uuid or ""))
         raise NotFound()
     if outcome not in DisputeOutcome.values:
         raise _invalid("outcome", f"must be one of {', '.join(DisputeOutcome.values)}")

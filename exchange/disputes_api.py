@@ -18,7 +18,7 @@ from core.problems import Forbidden, Invalid
 from exchange import disputes as services
 from exchange.api import MemberView
 from exchange.models import DisputeOutcome, DisputeStatus
-from exchange.serializers import StrictSerializer
+from exchange.serializers import StrictSerializer, TextField
 from exchange.services import audit_denied as deny
 from exchange.services import audit_read
 from members.models import Scope
@@ -29,12 +29,12 @@ from members.models import Scope
 class DisputeInput(StrictSerializer):
     inquiry_id = serializers.CharField(max_length=64)
     line = serializers.IntegerField(min_value=0)
-    reason = serializers.CharField(max_length=services.MAX_TEXT, trim_whitespace=True)
+    reason = TextField(max_length=services.MAX_TEXT, trim_whitespace=True)
 
 
 class ResolveInput(StrictSerializer):
     outcome = serializers.ChoiceField(choices=DisputeOutcome.choices)
-    note = serializers.CharField(
+    note = TextField(
         max_length=services.MAX_TEXT, trim_whitespace=True, required=False, allow_null=True, allow_blank=True
     )
 

@@ -4,10 +4,11 @@ response; the same key with another body is refused; a key whose first request s
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from rest_framework.response import Response
 
@@ -29,7 +30,45 @@ def fingerprint(request) -> str:
     return digest.hexdigest()
 
 
-def _claim(member: Member, key: str, print_: str) -> IdempotencyKey | Response:
+def _lock_id(member: Member, key: str) -> int:
+    digest = hashlib.sha256(f"idempotency\0{member.pk}\0{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+@contextmanager
+def _running(member: Member, key: str) -> Iterator[bool | None]:
+    """On PostgreSQL, a session advisory lock held while the request with this key runs.
+
+    Yields False if another request holds it (still running), True once held. The lock dies
+    with its connection, so when a request died with the database, its claim is known to be
+    abandoned at once and a retry takes it over, instead of waiting for LOCK_TIMEOUT.
+    Elsewhere (SQLite) yields None: only the claim's `locked_until` can tell.
+    """
+    if connection.vendor != "postgresql":
+        yield None
+        return
+    lock = _lock_id(member, key)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [lock])
+        held = bool(cursor.fetchone()[0])
+    try:
+        yield held
+    finally:
+        if held:
+            try:
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_advisory_unlock(%s)", [lock])
+            except Exception:  # noqa: BLE001, S110 - a broken connection took the lock with it
+                pass
+
+
+def _in_progress() -> ApiError:
+    return ApiError(
+        409, "idempotency_in_progress", "A request with this Idempotency-Key is still running; retry later."
+    )
+
+
+def _claim(member: Member, key: str, print_: str, *, owner_alive: bool | None) -> IdempotencyKey | Response:
     """Insert the key as in progress (committed at once), or answer from the earlier request."""
     now = timezone.now()
     for _attempt in range(3):
@@ -57,14 +96,13 @@ def _claim(member: Member, key: str, print_: str) -> IdempotencyKey | Response:
                 response = Response(earlier.response_body, status=earlier.response_status)
                 response["Idempotent-Replayed"] = "true"
                 return response
-            if earlier.locked_until > now:
-                raise ApiError(
-                    409, "idempotency_in_progress", "A request with this Idempotency-Key is still running; retry later."
-                )
+            # owner_alive is False when we hold the request lock ourselves: the claim's request died.
+            if earlier.locked_until > now and owner_alive is not False:
+                raise _in_progress()
             earlier.locked_until = now + LOCK_TIMEOUT
             earlier.save(update_fields=["locked_until"])
             return earlier
-    raise ApiError(409, "idempotency_in_progress", "A request with this Idempotency-Key is still running.")
+    raise _in_progress()
 
 
 def idempotent(request, member: Member, handler: Callable[[], Response]) -> Response:
@@ -78,7 +116,16 @@ def idempotent(request, member: Member, handler: Callable[[], Response]) -> Resp
         return handler()
     if not (1 <= len(key) <= 255) or not key.isprintable():
         raise Malformed("Idempotency-Key must be 1 to 255 printable characters.")
-    claim = _claim(member, key, fingerprint(request))
+    with _running(member, key) as held:
+        if held is False:
+            raise _in_progress()
+        return _run_claimed(member, key, fingerprint(request), handler, owner_alive=None if held is None else False)
+
+
+def _run_claimed(
+    member: Member, key: str, print_: str, handler: Callable[[], Response], *, owner_alive: bool | None
+) -> Response:
+    claim = _claim(member, key, print_, owner_alive=owner_alive)
     if isinstance(claim, Response):
         return claim
     error: Exception | None = None

@@ -20,6 +20,17 @@ class StrictSerializer(serializers.Serializer):
         return super().to_internal_value(data)
 
 
+class TextField(serializers.CharField):
+    """Free text that must arrive as a JSON string: DRF's CharField would turn 0 into "0"."""
+
+    default_error_messages = {"not_text": "must be a string"}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("not_text")
+        return super().to_internal_value(data)
+
+
 class SubjectInput(serializers.Serializer):
     id_type = serializers.CharField()
     id_number = serializers.CharField()
@@ -93,7 +104,7 @@ class RecordVersionOutput(RecordDataOutput):
 
 
 class WithdrawInput(StrictSerializer):
-    reason = serializers.CharField(max_length=500, trim_whitespace=True)
+    reason = TextField(max_length=500, trim_whitespace=True)
 
 
 # --- consents ---

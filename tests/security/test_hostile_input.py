@@ -349,11 +349,6 @@ def test_the_tables_survive_every_injection_attempt(world):
     assert [item["member_reference"] for item in response.json()["results"]] == [SQL[1]]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="exchange/serializers.py WithdrawInput.reason and disputes_api.ResolveInput.note are DRF CharFields, "
-    "which coerce a JSON number to a string: {'reason': 0} withdraws the record with reason '0'",
-)
 @pytest.mark.parametrize(
     ("path", "body"),
     [
@@ -367,13 +362,6 @@ def test_a_number_is_not_free_text(world, path, body):
     assert state(world) == before
 
 
-@pytest.mark.xfail(
-    connection.vendor == "postgresql",
-    strict=True,
-    reason="exchange/disputes.py dispute_get (and dispute_resolve) audit an unparsable dispute id raw "
-    "(object_id=str(dispute_id)[:64]); PostgreSQL refuses a NUL byte in text, so /api/v1/disputes/%00 is a 500 "
-    "DataError instead of a 404",
-)
 @pytest.mark.parametrize("path", ["/api/v1/disputes/%00", "/api/v1/disputes/a%00b/resolve"])
 def test_a_nul_byte_in_a_dispute_id_is_a_404(world, path):
     client = world.owner.client
