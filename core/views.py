@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.db import connection
 from django.http import HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_exempt
 from django.views.defaults import page_not_found, server_error
 
 from core.problems import problem_response
@@ -26,6 +27,7 @@ def readyz(request):
     return JsonResponse({"status": "ready"})
 
 
+@csrf_exempt  # the API's catch-all: an unknown POST is a problem+json 404, not a CSRF page
 def handler404(request, exception=None):
     if request.path.startswith("/api/"):
         return problem_response(404, "not_found", "No such resource.")

@@ -189,3 +189,12 @@ def test_logs_of_a_full_request_cycle_hold_no_key_identifier_name_or_reference(b
     assert "exchange_record" in text  # SQL really was logged
     for secret in (bank_a.key, ric(42), "Wang Secretname", "SECRET-REF-42", "SECRET-REF-43"):
         assert secret not in text
+
+
+def test_an_unknown_api_post_is_a_problem_not_a_csrf_page(bank_a):
+    from rest_framework.test import APIClient
+
+    client = APIClient(enforce_csrf_checks=True)  # as a real client: no CSRF cookie at all
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {bank_a.key}")
+    response = client.post("/api/v1/disputes//resolve", {"outcome": "upheld"}, format="json")
+    assert (response.status_code, response["Content-Type"]) == (404, "application/problem+json")

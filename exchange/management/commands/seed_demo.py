@@ -103,7 +103,7 @@ class Command(BaseCommand):
         self.stdout.write("Demo API keys (shown once; both scopes):")
         for code, key in keys.items():
             self.stdout.write(f"  {code}: {key}")
-        self.stdout.write("A borrower with records at several members, with a consent from DEMO_BANK_A:")
+        self.stdout.write("A borrower with records at several members (DEMO_BANK_A registered a consent for it):")
         self.stdout.write("  " + json.dumps({"id_type": "CN_RIC", "id_number": tour}))
         consent = services.Consent.objects.filter(member__code="DEMO_BANK_A").order_by("created_at").first()
         if consent:
