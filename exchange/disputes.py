@@ -22,7 +22,7 @@ from rest_framework import status
 from audit.services import audit_write
 from core.problems import ApiError, Forbidden, Invalid, NotFound
 from exchange.models import Dispute, DisputeOutcome, DisputeStatus, Inquiry, Record
-from exchange.services import Caller, audit_denied
+from exchange.services import Caller, audit_denied, withdraw_locked
 from members.models import Scope
 
 MAX_TEXT = 2000
@@ -259,7 +259,7 @@ def dispute_resolve(*, caller: Caller, roles: Roles, dispute_id: Any, outcome: s
             now = timezone.now()
             overdue = dispute.due_at <= now
             if outcome == DisputeOutcome.DELETED:
-                _withdraw(caller, record, dispute, now)
+                _withdraw(caller, record, dispute)
             dispute.status = DisputeStatus.RESOLVED
             dispute.outcome = outcome
             dispute.note = note
@@ -304,20 +304,8 @@ def _resolve_refusal(dispute: Dispute, record: Record, outcome: str) -> tuple[st
     return None
 
 
-def _withdraw(caller: Caller, record: Record, dispute: Dispute, now) -> None:
-    """The same withdrawal state as `exchange.services.record_withdraw`, audited the same way."""
-    already = record.withdrawn_at is not None
-    if not already:
-        record.withdrawn_at = now
-        record.withdraw_reason = f"dispute {dispute.pk} resolved as deleted"
-        record.updated_at = now
-        record.save(update_fields=["withdrawn_at", "withdraw_reason", "updated_at"])
-    audit_write(
-        action="record.withdraw",
-        actor=caller.actor,
-        member_code=caller.member.code,
-        object_type="record",
-        object_id=record.pk,
-        subject_token=record.subject_token,
-        details={"already_withdrawn": already, "version": record.version, "dispute": str(dispute.pk)},
+def _withdraw(caller: Caller, record: Record, dispute: Dispute) -> None:
+    """The same withdrawal as the API's, audited the same way, naming the dispute."""
+    withdraw_locked(
+        caller=caller, record=record, reason=f"dispute {dispute.pk} resolved as deleted", dispute=str(dispute.pk)
     )

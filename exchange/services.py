@@ -166,10 +166,16 @@ def record_withdraw(*, caller: Caller, record_id: Any, reason: str) -> Record:
     # Found (or refused, with the refusal audited) before the change's transaction opens.
     record = record_get(caller=caller, record_id=record_id, action="record.withdraw")
     with transaction.atomic():
-        return _record_withdraw(caller=caller, record=record, reason=reason)
+        withdraw_locked(caller=caller, record=record, reason=reason)
+    return Record.objects.with_disputed().get(pk=record.pk)
 
 
-def _record_withdraw(*, caller: Caller, record: Record, reason: str) -> Record:
+def withdraw_locked(*, caller: Caller, record: Record, reason: str, **details) -> Record:
+    """Withdraw a record inside the caller's transaction (row locked), with its audit event.
+
+    Shared by the API's withdrawal and a dispute resolved as `deleted`; `details` adds context
+    (e.g. the dispute) to the event.
+    """
     record = Record.objects.select_for_update().get(pk=record.pk)
     already = record.withdrawn_at is not None
     if not already:
@@ -184,9 +190,9 @@ def _record_withdraw(*, caller: Caller, record: Record, reason: str) -> Record:
         object_type="record",
         object_id=record.pk,
         subject_token=record.subject_token,
-        details={"already_withdrawn": already, "version": record.version},
+        details={"already_withdrawn": already, "version": record.version, **details},
     )
-    return Record.objects.with_disputed().get(pk=record.pk)
+    return record
 
 
 # --- consents ------------------------------------------------------------------------------
