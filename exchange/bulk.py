@@ -33,6 +33,8 @@ from django.db import IntegrityError, connection, models, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from audit import sealing
+from audit.chain import GENESIS, iso_utc, link_hash
 from audit.models import AuditEvent, Outcome
 from audit.services import audit_bulk_write, audit_write
 from core.context import current_request_id
@@ -739,11 +741,18 @@ def _copy_store(member: Member, actor: str, submission_id, now: datetime, prepar
     member_text = str(member.pk)
     submission = str(submission_id) if submission_id else ""
     submission_text = submission or _NULL
-    audit_head = f"{now_text}\t{_copy_text(actor[:120])}\t{_copy_text(member.code)}\trecord.submit\trecord\t"
-    audit_tail = f"\t{Outcome.OK.value}\t{_copy_text(current_request_id())}\t"
+    event_base = {
+        "occurred_at": iso_utc(now),
+        "actor": actor[:120],
+        "member_code": member.code,
+        "action": "record.submit",
+        "object_type": "record",
+        "outcome": Outcome.OK.value,
+        "request_id": current_request_id(),
+    }
     final: dict[str, tuple] = {}  # record id -> (prepared row, version) of its last version here
     versions: list[str] = []
-    events: list[str] = []
+    events: list[tuple[str, str, int, bool]] = []  # (record id, subject token, version, created)
     for p in prepared:
         index, own_id, version_id, data, _ref, _name, version_name, token = p[:8]
         current = state.get(index)
@@ -752,14 +761,12 @@ def _copy_store(member: Member, actor: str, submission_id, now: datetime, prepar
         else:
             record_id, version = current[0], current[1] + 1
         state[index] = (record_id, version)
-        created = "true" if version == 1 and index not in existed else "false"
+        created = version == 1 and index not in existed
         final[record_id] = (p, version)
         versions.append(
             f"{data}\t{version_name}\t{version_id}\t{record_id}\t{member_text}\t{version}\t{submission_text}\t{now_text}\n"
         )
-        # json.dumps of {"version", "created", "submission"}: ints, booleans and a UUID need no escaping.
-        details = f'{{"version": {version}, "created": {created}, "submission": "{submission}"}}'
-        events.append(f"{audit_head}{record_id}\t{_copy_text(token)}{audit_tail}{_copy_text(details)}\n")
+        events.append((record_id, token, version, created))
     new: list[str] = []
     changed: list[str] = []
     for record_id, (p, version) in final.items():
@@ -788,7 +795,66 @@ def _copy_store(member: Member, actor: str, submission_id, now: datetime, prepar
             cursor.execute(f"UPDATE {table} AS r SET {updates} FROM {stage} AS s WHERE r.id = s.id")  # noqa: S608
             cursor.execute(f"TRUNCATE {stage}")
         _copy_lines(cursor, RecordVersion, _VERSION_COPY_COLUMNS, versions)
-        _copy_lines(cursor, AuditEvent, _AUDIT_COLUMNS, events)
+        _copy_sealed_events(cursor, event_base, submission, events)
+    # Events of other writers that found the sealer's lock taken while this chunk held it.
+    transaction.on_commit(sealing.seal_after_commit)
+
+
+_EVENT_COPY_COLUMNS = (
+    "id",
+    "seq",
+    "occurred_at",
+    "actor",
+    "member_code",
+    "action",
+    "object_type",
+    "object_id",
+    "subject_token",
+    "outcome",
+    "request_id",
+    "details",
+    "prev_hash",
+    "hash",
+)
+if sorted(_EVENT_COPY_COLUMNS) != sorted(f.attname for f in AuditEvent._meta.concrete_fields):
+    raise RuntimeError("exchange.bulk: the COPY columns of AuditEvent do not match its fields")
+
+
+def _copy_sealed_events(cursor, base: dict[str, Any], submission: str, events: list[tuple[str, str, int, bool]]):
+    """The chunk's `record.submit` events, inserted already sealed into the hash chain.
+
+    What the sealer (audit.sealing) would do right after the commit, done in the chunk's
+    transaction under the sealer's lock (the same advisory lock, held to the commit; a rollback
+    gives the positions back): the next chain positions, each event's `prev_hash` and its
+    `hash` (audit.chain.link_hash over the same canonical fields the sealer and the verifier
+    hash). It saves what sealing afterwards costs per event: reading it back and an UPDATE that
+    writes a second row version and every index of the table again."""
+    table = AuditEvent._meta.db_table
+    quote = connection.ops.quote_name
+    cursor.execute("SELECT pg_advisory_xact_lock(%s)", [sealing.ADVISORY_LOCK_KEY])
+    cursor.execute(f"SELECT seq, hash FROM {quote(table)} WHERE seq IS NOT NULL ORDER BY seq DESC LIMIT 1")  # noqa: S608
+    head = cursor.fetchone()
+    seq, prev = head if head else (0, GENESIS)
+    cursor.execute("SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)", [table, len(events)])
+    ids = sorted(row[0] for row in cursor.fetchall())
+    head_text = "\t".join(
+        _copy_text(base[name]) for name in ("occurred_at", "actor", "member_code", "action", "object_type")
+    )
+    outcome_text = f"{_copy_text(base['outcome'])}\t{_copy_text(base['request_id'])}"
+    lines = []
+    for event_id, (record_id, token, version, created) in zip(ids, events, strict=True):
+        seq += 1
+        details = {"version": version, "created": created, "submission": submission}
+        digest = link_hash(
+            prev,
+            {**base, "id": event_id, "seq": seq, "object_id": record_id, "subject_token": token, "details": details},
+        )
+        lines.append(
+            f"{event_id}\t{seq}\t{head_text}\t{record_id}\t{_copy_text(token)}\t{outcome_text}\t"
+            f"{_copy_text(json.dumps(details))}\t{prev}\t{digest}\n"
+        )
+        prev = digest
+    _copy_lines(cursor, AuditEvent, _EVENT_COPY_COLUMNS, lines)
 
 
 _COPY_BLOCK = 1 << 18  # characters sent to COPY at a time
@@ -808,20 +874,6 @@ def _copy_lines(cursor, model: type[models.Model], attnames, lines: list[str], *
                 block, size = [], 0
         if block:
             copy.write("".join(block))
-
-
-_AUDIT_COLUMNS = (
-    "occurred_at",
-    "actor",
-    "member_code",
-    "action",
-    "object_type",
-    "object_id",
-    "subject_token",
-    "outcome",
-    "request_id",
-    "details",
-)
 
 
 def _adapters(fields: list) -> list[Callable[[Any], Any] | None]:
