@@ -406,6 +406,9 @@ def hot_path_queries(members: list[dict], pool: str) -> list[dict]:
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
 
+    from audit.sealing import start_background_sealer
+
+    start_background_sealer()  # as gunicorn.conf.py does: the request's own queries only
     line = Path(pool).read_text().splitlines()[0]
     key, body = line.split("\t", 1)
     client = Client()
@@ -535,6 +538,16 @@ def render(report: dict) -> str:
         f"imported through `import_records` ({ds.get('import_parallel', 2)} at a time) at "
         f"{ds.get('import_rows_per_second', 0):,} rows/s ({ds.get('import_seconds', '?')} s, audit sealing included); "
         f"{ds['consents']:,} consents and {ds['past_inquiries']:,} past inquiries loaded with COPY.",
+        *(
+            [
+                "",
+                f"Of these, {ds['synthetic_records']:,} records (and the consents and inquiries of their borrowers) "
+                f"are synthetic rows written by COPY in {ds['synthetic_seconds']} s, not through the bulk path "
+                "(bench/perf/dataset.py, scale_up); requests pick borrowers among them.",
+            ]
+            if ds.get("synthetic_records")
+            else []
+        ),
         "",
         f"Server: gunicorn `{report['server']}`, `run_worker` beside it; wrk `-t2 -c{report['connections']} "
         f"-d{report['duration']}s`, a random borrower (and that borrower's consent) per request.",
@@ -638,6 +651,11 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="leave the server folder (and data set) in place")
     parser.add_argument("--doc", type=Path, default=None, help="write the results into this markdown file")
     parser.add_argument("--label", default=None, help="section label in --doc (default: records count)")
+    parser.add_argument(
+        "--scale-by-copy",
+        action="store_true",
+        help="grow a smaller data set in --pgdir to --records with synthetic rows by COPY (see dataset.scale_up)",
+    )
     parser.add_argument("--build-only", action="store_true", help="build (or find) the data set, then stop")
     parser.add_argument("--skip", default="", help="comma-separated: constant,floor,inquiry,batches,explain")
     args = parser.parse_args()
@@ -673,6 +691,11 @@ def main() -> int:
         dataset_file = workdir / "dataset.json"
         if dataset_file.exists():
             dataset = json.loads(dataset_file.read_text())
+            if dataset["records"] < args.records and args.scale_by_copy:
+                from bench.perf.dataset import scale_up
+
+                log(f"growing {dataset['records']:,} records to {args.records:,} by COPY (synthetic rows)")
+                dataset = scale_up(workdir=workdir, records=args.records)
             if dataset["records"] != args.records:
                 raise SystemExit(f"{folder} holds {dataset['records']:,} records, not {args.records:,}")
             log("reusing the data set")
@@ -685,7 +708,7 @@ def main() -> int:
         log(f"data set: {report['dataset']}")
         if args.build_only:
             return 0
-        members, pools = dataset["member_keys"], dataset["pools"]
+        members, pools = dataset["member_keys"], dataset.get("pools_scaled") or dataset["pools"]
 
         if "explain" not in skip:
             queries = hot_path_queries(members, pools["inquiry"])
