@@ -841,17 +841,38 @@ def _copy_sealed_events(cursor, base: dict[str, Any], submission: str, events: l
         _copy_text(base[name]) for name in ("occurred_at", "actor", "member_code", "action", "object_type")
     )
     outcome_text = f"{_copy_text(base['outcome'])}\t{_copy_text(base['request_id'])}"
+    # The canonical JSON that link_hash hashes (sorted keys, no whitespace, ASCII), its constant
+    # parts encoded once per chunk; the first and last event of every chunk are checked against
+    # link_hash itself, so a drift between the two fails the chunk instead of the chain.
+    encode = json.encoder.encode_basestring_ascii
+    before_details = f'{{"action":{encode(base["action"])},"actor":{encode(base["actor"])},"details":{{"created":'
+    submission_json = f',"submission":{encode(submission)},"version":'
+    member_json = f',"member_code":{encode(base["member_code"])},"object_id":'
+    after_object = (
+        f',"object_type":{encode(base["object_type"])},"occurred_at":{encode(base["occurred_at"])},'
+        f'"outcome":{encode(base["outcome"])},"request_id":{encode(base["request_id"])},"seq":'
+    )
+    sha256 = hashlib.sha256
+    fromhex = bytes.fromhex
     lines = []
-    for event_id, (record_id, token, version, created) in zip(ids, events, strict=True):
+    last = len(events) - 1
+    for position, (event_id, (record_id, token, version, created)) in enumerate(zip(ids, events, strict=True)):
         seq += 1
-        details = {"version": version, "created": created, "submission": submission}
-        digest = link_hash(
-            prev,
-            {**base, "id": event_id, "seq": seq, "object_id": record_id, "subject_token": token, "details": details},
+        canonical = (
+            f"{before_details}{'true' if created else 'false'}{submission_json}{version}}},"
+            f'"id":{event_id}{member_json}{encode(record_id)}{after_object}{seq},'
+            f'"subject_token":{encode(token)}}}'
         )
+        digest = sha256(fromhex(prev) + canonical.encode("ascii")).hexdigest()
+        if position == 0 or position == last:
+            details = {"version": version, "created": created, "submission": submission}
+            fields = {**base, "id": event_id, "seq": seq, "object_id": record_id, "subject_token": token}
+            if digest != link_hash(prev, {**fields, "details": details}):
+                raise RuntimeError("exchange.bulk: the bulk event hash differs from audit.chain.link_hash")
         lines.append(
             f"{event_id}\t{seq}\t{head_text}\t{record_id}\t{_copy_text(token)}\t{outcome_text}\t"
-            f"{_copy_text(json.dumps(details))}\t{prev}\t{digest}\n"
+            f'{{"version": {version}, "created": {"true" if created else "false"}, '
+            f'"submission": {_copy_text(encode(submission))}}}\t{prev}\t{digest}\n'
         )
         prev = digest
     _copy_lines(cursor, AuditEvent, _EVENT_COPY_COLUMNS, lines)
