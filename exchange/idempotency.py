@@ -4,6 +4,7 @@ response; the same key with another body is refused; a key whose first request s
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -11,6 +12,7 @@ from datetime import timedelta
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from rest_framework.response import Response
+from rest_framework.utils.encoders import JSONEncoder
 
 from core.problems import ApiError, Malformed
 from exchange.models import IdempotencyKey
@@ -18,6 +20,10 @@ from members.models import Member
 
 RETENTION = timedelta(hours=48)  # the contract promises at least 24 hours
 LOCK_TIMEOUT = timedelta(minutes=5)  # a first request that died is taken over after this
+
+
+def _replayed(stored) -> object:
+    return json.loads(stored) if isinstance(stored, str) else stored
 
 
 def fingerprint(request) -> str:
@@ -93,7 +99,7 @@ def _claim(member: Member, key: str, print_: str, *, owner_alive: bool | None) -
                     "This Idempotency-Key was used with a different request body; use a new key.",
                 )
             if earlier.completed:
-                response = Response(earlier.response_body, status=earlier.response_status)
+                response = Response(_replayed(earlier.response_body), status=earlier.response_status)
                 response["Idempotent-Replayed"] = "true"
                 return response
             # owner_alive is False when we hold the request lock ourselves: the claim's request died.
@@ -139,7 +145,10 @@ def _run_claimed(
             else:
                 if 200 <= response.status_code < 300:
                     IdempotencyKey.objects.filter(pk=claim.pk).update(
-                        completed=True, response_status=response.status_code, response_body=response.data
+                        completed=True,
+                        response_status=response.status_code,
+                        # Kept as JSON text: PostgreSQL's jsonb would reorder the keys of the replay.
+                        response_body=json.dumps(response.data, cls=JSONEncoder),
                     )
                 else:
                     IdempotencyKey.objects.filter(pk=claim.pk).delete()

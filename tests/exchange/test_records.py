@@ -157,7 +157,7 @@ def test_a_retry_with_the_same_idempotency_key_replays_and_stores_nothing(bank_a
     first = submit(bank_a, record("L-1", 1), HTTP_IDEMPOTENCY_KEY="batch-0001")
     again = submit(bank_a, record("L-1", 1), HTTP_IDEMPOTENCY_KEY="batch-0001")
     assert first.status_code == again.status_code == 201
-    assert again.json() == first.json()
+    assert again.content == first.content  # the same bytes, key order included
     assert again["Idempotent-Replayed"] == "true"
     assert RecordVersion.objects.count() == 1
 
