@@ -20,7 +20,7 @@ import os
 import signal
 import socket
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -854,34 +854,38 @@ def _copy_sealed_events(cursor, base: dict[str, Any], submission: str, events: l
     )
     sha256 = hashlib.sha256
     fromhex = bytes.fromhex
-    lines = []
     last = len(events) - 1
-    for position, (event_id, (record_id, token, version, created)) in enumerate(zip(ids, events, strict=True)):
-        seq += 1
-        canonical = (
-            f"{before_details}{'true' if created else 'false'}{submission_json}{version}}},"
-            f'"id":{event_id}{member_json}{encode(record_id)}{after_object}{seq},'
-            f'"subject_token":{encode(token)}}}'
-        )
-        digest = sha256(fromhex(prev) + canonical.encode("ascii")).hexdigest()
-        if position == 0 or position == last:
-            details = {"version": version, "created": created, "submission": submission}
-            fields = {**base, "id": event_id, "seq": seq, "object_id": record_id, "subject_token": token}
-            if digest != link_hash(prev, {**fields, "details": details}):
-                raise RuntimeError("exchange.bulk: the bulk event hash differs from audit.chain.link_hash")
-        lines.append(
-            f"{event_id}\t{seq}\t{head_text}\t{record_id}\t{_copy_text(token)}\t{outcome_text}\t"
-            f'{{"version": {version}, "created": {"true" if created else "false"}, '
-            f'"submission": {_copy_text(encode(submission))}}}\t{prev}\t{digest}\n'
-        )
-        prev = digest
-    _copy_lines(cursor, AuditEvent, _EVENT_COPY_COLUMNS, lines)
+
+    def lines(seq: int, prev: str) -> Iterator[str]:
+        # A generator: COPY sends each block as it fills, so the server stores one block while
+        # the next one is hashed here.
+        for position, (event_id, (record_id, token, version, created)) in enumerate(zip(ids, events, strict=True)):
+            seq += 1
+            canonical = (
+                f"{before_details}{'true' if created else 'false'}{submission_json}{version}}},"
+                f'"id":{event_id}{member_json}{encode(record_id)}{after_object}{seq},'
+                f'"subject_token":{encode(token)}}}'
+            )
+            digest = sha256(fromhex(prev) + canonical.encode("ascii")).hexdigest()
+            if position == 0 or position == last:
+                details = {"version": version, "created": created, "submission": submission}
+                fields = {**base, "id": event_id, "seq": seq, "object_id": record_id, "subject_token": token}
+                if digest != link_hash(prev, {**fields, "details": details}):
+                    raise RuntimeError("exchange.bulk: the bulk event hash differs from audit.chain.link_hash")
+            yield (
+                f"{event_id}\t{seq}\t{head_text}\t{record_id}\t{_copy_text(token)}\t{outcome_text}\t"
+                f'{{"version": {version}, "created": {"true" if created else "false"}, '
+                f'"submission": {_copy_text(encode(submission))}}}\t{prev}\t{digest}\n'
+            )
+            prev = digest
+
+    _copy_lines(cursor, AuditEvent, _EVENT_COPY_COLUMNS, lines(seq, prev))
 
 
 _COPY_BLOCK = 1 << 18  # characters sent to COPY at a time
 
 
-def _copy_lines(cursor, model: type[models.Model], attnames, lines: list[str], *, table: str | None = None) -> None:
+def _copy_lines(cursor, model: type[models.Model], attnames, lines: Iterable[str], *, table: str | None = None) -> None:
     quote = connection.ops.quote_name
     columns = ", ".join(quote(model._meta.get_field(name).column) for name in attnames)
     with cursor.copy(f"COPY {quote(table or model._meta.db_table)} ({columns}) FROM STDIN") as copy:
