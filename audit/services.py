@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from audit.models import AuditEvent, Outcome
 from core.context import current_request_id
+from core.prepared import insert_one
 
 # Keys that must never be stored in an event's details, whatever a caller passes.
 _FORBIDDEN_DETAIL_KEYS = frozenset(
@@ -39,7 +40,7 @@ def audit_write(
     details: dict[str, Any] | None = None,
 ) -> AuditEvent:
     """Insert one event in the current transaction; it is sealed into the chain after commit."""
-    event = AuditEvent.objects.create(
+    event = AuditEvent(
         occurred_at=timezone.now(),
         actor=actor[:120],
         member_code=member_code,
@@ -51,6 +52,7 @@ def audit_write(
         request_id=current_request_id(),
         details=_check_details(details or {}),
     )
+    insert_one(event)  # one INSERT ... RETURNING id, its SQL built once (core/prepared.py)
     transaction.on_commit(_seal_after_commit)
     return event
 

@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from audit.models import Outcome
 from audit.services import audit_write, seal_on_commit
-from core.prepared import PreparedQuery
+from core.prepared import PreparedQuery, insert_one
 from core.problems import Forbidden, Invalid, NotFound
 from core.tokens import blind_index
 from exchange.models import (
@@ -496,14 +496,16 @@ def inquiry_create(*, caller: Caller, subject: Any, consent_id: Any, purpose: st
         "inquiries": counts,
     }
     with transaction.atomic():
-        inquiry = Inquiry.objects.create(
-            member=caller.member,
-            subject_token=token,
-            consent=consent,
-            purpose=purpose,
-            created_at=now,
-            result=result,
-            line_records=line_records,
+        inquiry = insert_one(
+            Inquiry(
+                member=caller.member,
+                subject_token=token,
+                consent=consent,
+                purpose=purpose,
+                created_at=now,
+                result=result,
+                line_records=line_records,
+            )
         )
         audit_write(
             action="inquiry.create",
