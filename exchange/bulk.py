@@ -1271,6 +1271,7 @@ def _use_process() -> bool:
         and (os.cpu_count() or 1) > 1
         and os.environ.get("EXCHANGE_BULK_READER", "") != "thread"
         and "fork" in multiprocessing.get_all_start_methods()
+        and not multiprocessing.current_process().daemon  # a daemonic process may not have children
     )
 
 
