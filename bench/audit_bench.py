@@ -120,7 +120,16 @@ def main() -> None:
     parser.add_argument(
         "--no-hot-seal", action="store_true", help="diagnosis: no sealing after commit, only the backstop at the end"
     )
+    parser.add_argument(
+        "--sealer-thread",
+        action="store_true",
+        help="seal on a background thread woken after commit, as gunicorn.conf.py does in production",
+    )
     args = parser.parse_args()
+    if args.sealer_thread:
+        import audit.sealing
+
+        audit.sealing.start_background_sealer()
     if args.no_hot_seal:
         import audit.sealing
 
@@ -158,6 +167,7 @@ def main() -> None:
     print(
         f"threads={args.threads} seconds={args.seconds} rounds={args.rounds} row write={'raw SQL' if RAW else 'ORM'}"
         + (" (no sealing after commit)" if args.no_hot_seal else "")
+        + (" (sealer thread)" if args.sealer_thread else "")
     )
     print(f"plain write:   {plain:,.0f} writes/s")
     print(f"audited write: {audited:,.0f} writes/s")
