@@ -48,7 +48,7 @@ from exchange.models import (
     SubmissionStatus,
 )
 from exchange.services import reference_index
-from exchange.validation import SUBJECT_FIELDS, ParsedRecord, RecordErrors, latest_today, parse_record
+from exchange.validation import RECORD_FIELDS, SUBJECT_FIELDS, ParsedRecord, RecordErrors, latest_today, parse_record
 from members.models import Member
 
 logger = logging.getLogger(__name__)
@@ -60,24 +60,8 @@ MAX_ATTEMPTS = 5  # claims of one submission before it is failed (a crash loop, 
 LOOKUP_BATCH = 900  # parameters per IN (...) lookup, under SQLite's limit
 _UTF8_BOM = codecs.BOM_UTF8
 
-CSV_COLUMNS = frozenset(
-    {
-        "member_reference",
-        "product",
-        "currency",
-        "principal",
-        "amount_overdue",
-        "days_past_due",
-        "status",
-        "opened_on",
-        "delinquent_since",
-        "as_of",
-        "notice_sent_on",
-        "settled_on",
-        "payment_history",
-    }
-    | SUBJECT_FIELDS
-)
+# A CSV row is a record with its subject flattened into four columns.
+CSV_COLUMNS = (RECORD_FIELDS - {"subject"}) | SUBJECT_FIELDS
 CSV_REQUIRED = (
     "member_reference",
     "id_type",

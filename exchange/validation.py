@@ -16,26 +16,11 @@ from django.utils import timezone
 from core.identifiers import IdentifierError, normalize_subject
 from core.tokens import subject_token
 from exchange.currencies import ISO_4217
-from exchange.models import PAYMENT_CODES, Product, RecordStatus
+from exchange.models import PAYMENT_CODES, Product, RecordData, RecordStatus
 
-RECORD_FIELDS = frozenset(
-    {
-        "member_reference",
-        "subject",
-        "product",
-        "currency",
-        "principal",
-        "amount_overdue",
-        "days_past_due",
-        "status",
-        "opened_on",
-        "delinquent_since",
-        "as_of",
-        "notice_sent_on",
-        "settled_on",
-        "payment_history",
-    }
-)
+# The fields of a submitted record: the stored data fields, with the subject as sent
+# (id_type + id_number become the token) and the member's own reference.
+RECORD_FIELDS = (frozenset(RecordData.DATA_FIELDS) - {"subject_token", "id_type"}) | {"member_reference", "subject"}
 SUBJECT_FIELDS = frozenset({"id_type", "id_number", "name", "country"})
 REQUIRED_DATES = ("opened_on", "delinquent_since", "as_of", "notice_sent_on")
 MAX_CENTS = 10**18 - 1  # fits a signed 64-bit integer with room to sum
