@@ -43,7 +43,7 @@ BATCH_SIZE = 1000
 HOT_PATH_MAX_BATCHES = 10
 CHECKPOINT_INTERVAL = timedelta(seconds=1)
 # How long the sealer thread waits after a wake-up before sealing (start_background_sealer).
-COALESCE_SECONDS = 0.05
+COALESCE_SECONDS = 0.2
 
 # One sealer per process at a time: other threads of the process return without a database round trip.
 _process_lock = threading.Lock()

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models import Model
 from django.utils import timezone
 
 from audit.models import AuditEvent, Outcome
 from core.context import current_request_id
-from core.prepared import insert_one
+from core.prepared import insert_one, insert_params, insert_statement, mark_saved
 
 # Keys that must never be stored in an event's details, whatever a caller passes.
 _FORBIDDEN_DETAIL_KEYS = frozenset(
@@ -28,6 +29,31 @@ def _check_details(details: dict[str, Any]) -> dict[str, Any]:
     return details
 
 
+def _event(
+    *,
+    action: str,
+    actor: str,
+    outcome: str,
+    member_code: str,
+    object_type: str,
+    object_id: Any,
+    subject_token: str,
+    details: dict[str, Any] | None,
+) -> AuditEvent:
+    return AuditEvent(
+        occurred_at=timezone.now(),
+        actor=actor[:120],
+        member_code=member_code,
+        action=action,
+        object_type=object_type,
+        object_id=str(object_id) if object_id else "",
+        subject_token=subject_token,
+        outcome=outcome,
+        request_id=current_request_id(),
+        details=_check_details(details or {}),
+    )
+
+
 def audit_write(
     *,
     action: str,
@@ -40,20 +66,68 @@ def audit_write(
     details: dict[str, Any] | None = None,
 ) -> AuditEvent:
     """Insert one event in the current transaction; it is sealed into the chain after commit."""
-    event = AuditEvent(
-        occurred_at=timezone.now(),
-        actor=actor[:120],
-        member_code=member_code,
+    event = _event(
         action=action,
-        object_type=object_type,
-        object_id=str(object_id) if object_id else "",
-        subject_token=subject_token,
+        actor=actor,
         outcome=outcome,
-        request_id=current_request_id(),
-        details=_check_details(details or {}),
+        member_code=member_code,
+        object_type=object_type,
+        object_id=object_id,
+        subject_token=subject_token,
+        details=details,
     )
     insert_one(event)  # one INSERT ... RETURNING id, its SQL built once (core/prepared.py)
     transaction.on_commit(_seal_after_commit)
+    return event
+
+
+def insert_audited(
+    instance: Model,
+    *,
+    action: str,
+    actor: str,
+    member_code: str = "",
+    object_type: str = "",
+    subject_token: str = "",
+    details: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """Insert `instance` (a model whose primary key is set before saving) and its audit event,
+    both or neither: the event names the instance by its primary key.
+
+    On PostgreSQL outside a transaction the two rows go in one statement (`WITH o AS (INSERT ...)
+    INSERT INTO audit ...`), which PostgreSQL runs as one transaction: one round trip instead of
+    BEGIN, two INSERTs and COMMIT on the hot path (docs/performance.md). Elsewhere (SQLite, or
+    inside an enclosing transaction) it is `audit_write` after `insert_one` in one atomic block.
+    """
+    model_sql, model_fields, model_auto = insert_statement(type(instance))
+    if model_auto is not None or instance.pk is None:
+        raise ValueError("insert_audited needs a model whose primary key is set before saving")
+    event = _event(
+        action=action,
+        actor=actor,
+        outcome=Outcome.OK,
+        member_code=member_code,
+        object_type=object_type,
+        object_id=instance.pk,
+        subject_token=subject_token,
+        details=details,
+    )
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
+        with transaction.atomic():
+            insert_one(instance)
+            insert_one(event)
+            transaction.on_commit(_seal_after_commit)
+        return event
+    event_sql, event_fields, event_auto = insert_statement(AuditEvent)
+    params = insert_params(instance, model_fields) + insert_params(event, event_fields)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH o AS ({model_sql}) {event_sql} RETURNING {connection.ops.quote_name(event_auto.column)}", params
+        )
+        event.id = cursor.fetchone()[0]
+    mark_saved(instance)
+    mark_saved(event)
+    _seal_after_commit()  # autocommit: the statement has committed
     return event
 
 

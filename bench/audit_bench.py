@@ -1,23 +1,31 @@
 """Throughput of an audited write against the same write without its audit event (PostgreSQL).
 
-    DATABASE_URL=postgres://... .venv/bin/python bench/audit_bench.py [--threads 8] [--seconds 10] [--rounds 2]
+    DATABASE_URL=postgres://... .venv/bin/python bench/audit_bench.py [--writers 8] [--seconds 8] [--rounds 2]
+        [--threads] [--path product|transaction] [--seal request|thread|none]
 
-Each write is a small row insert through the ORM (as the application's own writes are) in its own
-transaction; the audited one adds its audit event in the same transaction and seals after commit,
-as in production (audit_write's on_commit hook). `--raw` writes the row with raw SQL instead,
-the harshest baseline (no ORM cost at all on the plain side).
-Both kinds run in the same process, alternating in rounds, with N writer threads each on its
-own connection. It migrates the database and leaves bench events in the audit log (which is
-append-only): point it at a throwaway database, never at production.
+Each write stores one small row like the application's own (a UUID key, a few columns). The plain
+write stores only the row; the audited one stores the row and its audit event as the product does:
+`audit.services.insert_audited`, which on PostgreSQL writes both in one statement (one round trip,
+one commit), then has the event sealed after commit by the process's sealer thread, as every
+gunicorn worker does (gunicorn.conf.py). `--path transaction` is the general form instead: BEGIN,
+the row through the ORM, `audit_write`, COMMIT, against BEGIN, the row, COMMIT.
+
+The writers are separate processes by default, each with its own connection and its own sealer
+thread, as gunicorn's workers are (`--threads`: threads of one process instead, which then share one
+interpreter lock). Both kinds run in the same run, alternating in rounds. It migrates the database
+and leaves bench events in the audit log (which is append-only): point it at a throwaway database,
+never at production.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -33,18 +41,19 @@ django.setup()
 from django.core.management import call_command  # noqa: E402
 from django.db import connection, models, transaction  # noqa: E402
 
+from audit import sealing  # noqa: E402
 from audit.models import AuditEvent  # noqa: E402
-from audit.sealing import seal_pending  # noqa: E402
-from audit.services import audit_write  # noqa: E402
+from audit.services import audit_write, insert_audited  # noqa: E402
 from audit.verify import verify_chain  # noqa: E402
+from core.prepared import insert_one  # noqa: E402
 
 TABLE = "bench_audit_row"
-RAW = False
 
 
 class BenchRow(models.Model):  # noqa: DJ008 - never displayed
     """A small row like the application's own; the table is made by this script, never migrated."""
 
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4)
     member_code = models.CharField(max_length=32)
     amount_minor = models.BigIntegerField()
     created_at = models.DateTimeField(auto_now_add=True)
@@ -55,119 +64,167 @@ class BenchRow(models.Model):  # noqa: DJ008 - never displayed
         managed = False
 
 
-def write(audited: bool, number: int) -> None:
-    with transaction.atomic():
-        if RAW:
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    f"INSERT INTO {TABLE} (member_code, amount_minor, created_at) VALUES (%s, %s, now()) RETURNING id",
-                    ["BENCH", number],
-                )
-                row_id = cursor.fetchone()[0]
+def write(audited: bool, number: int, path: str) -> None:
+    row = BenchRow(member_code="BENCH", amount_minor=number)
+    if path == "product":
+        if audited:
+            insert_audited(
+                row,
+                action="bench.write",
+                actor="bench",
+                member_code="BENCH",
+                object_type="bench_row",
+                details={"amount_minor": number},
+            )
         else:
-            row_id = BenchRow.objects.create(member_code="BENCH", amount_minor=number).id
+            insert_one(row)
+        return
+    with transaction.atomic():
+        row.save(force_insert=True)
         if audited:
             audit_write(
                 action="bench.write",
                 actor="bench",
                 member_code="BENCH",
                 object_type="bench_row",
-                object_id=row_id,
+                object_id=row.id,
                 details={"amount_minor": number},
             )
 
 
-def run(audited: bool, threads: int, seconds: float) -> tuple[int, float]:
-    counts = [0] * threads
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(threads + 1)
-    stop = threading.Event()
+def _writer(audited: bool, path: str, seal: str, ready, stop, report) -> None:
+    """One writer: its own connection (and, with seal=thread, its own sealer thread)."""
+    count = 0
+    try:
+        connection.ensure_connection()
+        ready()
+        while not stop.is_set():
+            write(audited, count, path)
+            count += 1
+    finally:
+        report(count)
+        connection.close()
 
-    def worker(index: int) -> None:
-        try:
-            connection.ensure_connection()
-            barrier.wait()
-            while not stop.is_set():
-                write(audited, counts[index])
-                counts[index] += 1
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-        finally:
-            connection.close()
 
-    pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
-    for thread in pool:
-        thread.start()
+def _process_main(audited, path, seal, barrier, stop, counts, index) -> None:
+    connection.close()  # the parent's connection is not ours
+    if seal == "thread":
+        sealing.start_background_sealer()
+    elif seal == "none":
+        sealing.seal_soon = lambda: None
+
+    def report(count):
+        counts[index] = count
+
+    _writer(audited, path, seal, barrier.wait, stop, report)
+    if seal == "thread":
+        sealing.stop_background_sealer()
+        connection.close()
+
+
+def run(audited: bool, *, writers: int, seconds: float, path: str, seal: str, threads: bool) -> tuple[int, float]:
+    if threads:
+        counts = [0] * writers
+        barrier = threading.Barrier(writers + 1)
+        stop = threading.Event()
+        errors: list[BaseException] = []
+
+        def target(index):
+            def report(count):
+                counts[index] = count
+
+            try:
+                _writer(audited, path, seal, barrier.wait, stop, report)
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        pool = [threading.Thread(target=target, args=(i,)) for i in range(writers)]
+    else:
+        context = multiprocessing.get_context("fork")
+        counts = context.Array("q", writers)
+        barrier = context.Barrier(writers + 1)
+        stop = context.Event()
+        errors = []
+        connection.close()
+        pool = [
+            context.Process(target=_process_main, args=(audited, path, seal, barrier, stop, counts, i))
+            for i in range(writers)
+        ]
+    for worker in pool:
+        worker.start()
     barrier.wait()
     started = time.perf_counter()
     time.sleep(seconds)
     stop.set()
-    for thread in pool:
-        thread.join()
     elapsed = time.perf_counter() - started
+    for worker in pool:
+        worker.join()
     if errors:
         raise errors[0]
+    if not threads and any(worker.exitcode for worker in pool):
+        raise SystemExit("a writer process failed")
     return sum(counts), elapsed
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=8)
-    parser.add_argument("--seconds", type=float, default=10.0, help="per kind per round")
+    parser.add_argument("--writers", type=int, default=8, help="concurrent writers")
+    parser.add_argument("--threads", action="store_true", help="writers are threads of this process, not processes")
+    parser.add_argument("--seconds", type=float, default=8.0, help="per kind per round")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--path", choices=("product", "transaction"), default="product")
+    parser.add_argument(
+        "--seal",
+        choices=("thread", "request", "none"),
+        default="thread",
+        help="after commit: wake the sealer thread (production), seal on the writer's thread, or not at all "
+        "(diagnosis; the backstop seals at the end)",
+    )
     parser.add_argument("--verify", action="store_true", help="verify the whole chain afterwards")
-    parser.add_argument("--raw", action="store_true", help="write the row with raw SQL (no ORM) on both sides")
-    parser.add_argument(
-        "--no-hot-seal", action="store_true", help="diagnosis: no sealing after commit, only the backstop at the end"
-    )
-    parser.add_argument(
-        "--sealer-thread",
-        action="store_true",
-        help="seal on a background thread woken after commit, as gunicorn.conf.py does in production",
-    )
     args = parser.parse_args()
-    if args.sealer_thread:
-        import audit.sealing
-
-        audit.sealing.start_background_sealer()
-    if args.no_hot_seal:
-        import audit.sealing
-
-        audit.sealing.seal_soon = lambda: None
-    global RAW
-    RAW = args.raw
     if connection.vendor != "postgresql":
         sys.exit("audit_bench runs on PostgreSQL: set DATABASE_URL=postgres://...")
 
     call_command("migrate", verbosity=0)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"CREATE TABLE IF NOT EXISTS {TABLE} (id bigserial PRIMARY KEY, member_code varchar(32) NOT NULL, "
+            f"CREATE TABLE IF NOT EXISTS {TABLE} (id uuid PRIMARY KEY, member_code varchar(32) NOT NULL, "
             "amount_minor bigint NOT NULL, created_at timestamptz NOT NULL)"
         )
-    seal_pending()
-    connection.close()
+    sealing.seal_pending()
     before = AuditEvent.objects.count()
     connection.close()
+    if args.threads and args.seal == "thread":
+        sealing.start_background_sealer()
+    if args.threads and args.seal == "none":
+        sealing.seal_soon = lambda: None
 
     totals = {False: [0, 0.0], True: [0, 0.0]}
     for round_number in range(1, args.rounds + 1):
         for audited in (False, True):
-            ops, elapsed = run(audited, args.threads, args.seconds)
+            ops, elapsed = run(
+                audited,
+                writers=args.writers,
+                seconds=args.seconds,
+                path=args.path,
+                seal=args.seal,
+                threads=args.threads,
+            )
             totals[audited][0] += ops
             totals[audited][1] += elapsed
             label = "audited" if audited else "plain  "
             print(f"round {round_number} {label}: {ops} writes in {elapsed:.1f} s = {ops / elapsed:,.0f}/s", flush=True)
 
+    if args.threads and args.seal == "thread":
+        sealing.stop_background_sealer()
     unsealed = AuditEvent.objects.filter(seq__isnull=True).count()
-    backstop = seal_pending().sealed
+    backstop = sealing.seal_pending().sealed
     events = AuditEvent.objects.count() - before
     plain = totals[False][0] / totals[False][1]
     audited = totals[True][0] / totals[True][1]
     print(
-        f"threads={args.threads} seconds={args.seconds} rounds={args.rounds} row write={'raw SQL' if RAW else 'ORM'}"
-        + (" (no sealing after commit)" if args.no_hot_seal else "")
-        + (" (sealer thread)" if args.sealer_thread else "")
+        f"writers={args.writers} ({'threads of one process' if args.threads else 'processes'}) "
+        f"seconds={args.seconds} rounds={args.rounds} path={args.path} seal={args.seal}"
     )
     print(f"plain write:   {plain:,.0f} writes/s")
     print(f"audited write: {audited:,.0f} writes/s")

@@ -100,6 +100,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["CONN_MAX_AGE"] = 0
 else:
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        # Django's backend, with no health-check round trip on a connection in steady use.
+        DATABASES["default"]["ENGINE"] = "core.postgresql"
+    if env_bool("DB_SERVER_SIDE_BINDING", True):
+        # Parameters sent apart from the SQL (no quoting in Python), and the hot statements
+        # prepared by psycopg after a few runs: less CPU in the app and in PostgreSQL.
+        DATABASES["default"]["OPTIONS"].setdefault("server_side_binding", True)
+        DATABASES["default"]["OPTIONS"].setdefault("prepare_threshold", env_int("DB_PREPARE_THRESHOLD", 5, minimum=0))
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -98,12 +98,9 @@ class PreparedQuery:
 _insert_statements: dict[tuple[type, str, str], tuple[str, list[Field], Field | None]] = {}
 
 
-def insert_one(instance: Model) -> Model:
-    """`Model.objects.create()` for the hot path: the same column values (each field's `pre_save`
-    and `get_db_prep_save`, as the ORM computes them) in one INSERT whose SQL is built once per
-    model and database; an auto-increment id comes back with RETURNING. No model signals are
-    sent (the hot path's models have no receivers)."""
-    model = type(instance)
+def insert_statement(model: type[Model]) -> tuple[str, list[Field], Field | None]:
+    """(`INSERT INTO table (columns) VALUES (%s, ...)`, the fields in column order, the auto field
+    or None) for `model` on the current database, built once."""
     key = (model, connection.alias, connection.vendor)
     statement = _insert_statements.get(key)
     if statement is None:
@@ -115,15 +112,33 @@ def insert_one(instance: Model) -> Model:
             f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "  # noqa: S608 - model names
             f"VALUES ({', '.join(['%s'] * len(fields))})"
         )
-        if auto is not None:
-            sql += f" RETURNING {quote(auto.column)}"
         statement = _insert_statements[key] = (sql, fields, auto)
-    sql, fields, auto = statement
-    params = [f.get_db_prep_save(f.pre_save(instance, True), connection) for f in fields]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        if auto is not None:
-            setattr(instance, auto.attname, cursor.fetchone()[0])
+    return statement
+
+
+def insert_params(instance: Model, fields: list[Field]) -> list:
+    """The column values the ORM would save for `instance` (each field's pre_save, get_db_prep_save)."""
+    return [f.get_db_prep_save(f.pre_save(instance, True), connection) for f in fields]
+
+
+def mark_saved(instance: Model) -> Model:
     instance._state.adding = False
     instance._state.db = connection.alias
     return instance
+
+
+def insert_one(instance: Model) -> Model:
+    """`Model.objects.create()` for the hot path: the same column values (each field's `pre_save`
+    and `get_db_prep_save`, as the ORM computes them) in one INSERT whose SQL is built once per
+    model and database; an auto-increment id comes back with RETURNING. No model signals are
+    sent (the hot path's models have no receivers)."""
+    sql, fields, auto = insert_statement(type(instance))
+    params = insert_params(instance, fields)
+    quote = connection.ops.quote_name
+    with connection.cursor() as cursor:
+        if auto is not None:
+            cursor.execute(f"{sql} RETURNING {quote(auto.column)}", params)
+            setattr(instance, auto.attname, cursor.fetchone()[0])
+        else:
+            cursor.execute(sql, params)
+    return mark_saved(instance)
