@@ -32,6 +32,7 @@ from audit.chain import GENESIS, NotCanonical, link_hash, row_fields
 from audit.models import AuditEvent, Checkpoint
 from audit.signing import sign_checkpoint
 from audit.triggers import IMMUTABLE_COLUMNS
+from core.prepared import PreparedQuery
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ def seal_soon() -> None:
                 return
             # An event that committed while we held the lock found it busy and left it to us:
             # look once more now the lock is free (whoever takes it next does the same).
-            if not AuditEvent.objects.filter(seq__isnull=True).exists():
+            if not _any_unsealed():
                 return
     except Exception:  # sealing must never fail the request: the backstop seals later
         logger.exception("audit sealing after commit failed; `seal_audit` will seal the events")
@@ -186,13 +187,37 @@ def _lock(*, wait: bool) -> bool:
     return wait or bool(row[0])
 
 
+# The sealer's reads, compiled once per database (core/prepared.py): a pass under load seals a
+# few events, so building these querysets each time cost more than running them.
+_NEWEST_SEALED = PreparedQuery(
+    lambda: AuditEvent.objects.filter(seq__isnull=False).order_by("-seq").values_list("seq", "hash")[:1]
+)
+_UNSEALED = PreparedQuery(
+    lambda: AuditEvent.objects.filter(seq__isnull=True).order_by("id").values_list(*IMMUTABLE_COLUMNS)[:BATCH_SIZE]
+)
+
+
+def _rows(query: PreparedQuery) -> list[list]:
+    sql, params = query.bind()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return query.convert(cursor.fetchall())
+
+
+def _any_unsealed() -> bool:
+    table = connection.ops.quote_name(AuditEvent._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT 1 FROM {table} WHERE seq IS NULL LIMIT 1")  # noqa: S608 - fixed name
+        return cursor.fetchone() is not None
+
+
 def _seal_batch() -> tuple[int, int, str]:
     """Seal up to BATCH_SIZE committed events; returns (count, newest seq, newest hash)."""
-    last = AuditEvent.objects.filter(seq__isnull=False).order_by("-seq").values_list("seq", "hash").first()
-    seq, prev = last if last else (0, GENESIS)
-    events = AuditEvent.objects.filter(seq__isnull=True).order_by("id").values(*IMMUTABLE_COLUMNS)[:BATCH_SIZE]
+    last = _rows(_NEWEST_SEALED)
+    seq, prev = last[0] if last else (0, GENESIS)
     rows = []
-    for event in events:
+    for values in _rows(_UNSEALED):
+        event = dict(zip(IMMUTABLE_COLUMNS, values, strict=True))
         seq += 1
         try:
             fields = row_fields(event)
@@ -211,11 +236,13 @@ def _write_seals(rows: list[tuple[int, int, str, str]]) -> None:
     table = AuditEvent._meta.db_table
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            values = ", ".join(["(%s::bigint, %s::bigint, %s::varchar, %s::varchar)"] * len(rows))
+            # Four array parameters: the same statement text whatever the batch size, so psycopg
+            # parses it once and PostgreSQL runs it prepared.
             cursor.execute(
                 f"UPDATE {table} AS e SET seq = v.seq, prev_hash = v.prev_hash, hash = v.hash "  # noqa: S608 - fixed names
-                f"FROM (VALUES {values}) AS v(id, seq, prev_hash, hash) WHERE e.id = v.id AND e.seq IS NULL",
-                [value for row in rows for value in row],
+                "FROM unnest(%s::bigint[], %s::bigint[], %s::varchar[], %s::varchar[]) AS v(id, seq, prev_hash, hash) "
+                "WHERE e.id = v.id AND e.seq IS NULL",
+                [list(column) for column in zip(*rows, strict=True)],
             )
         else:
             cursor.executemany(

@@ -112,7 +112,7 @@ def insert_audited(
         subject_token=subject_token,
         details=details,
     )
-    if connection.vendor != "postgresql" or connection.in_atomic_block:
+    if connection.vendor != "postgresql" or connection.in_atomic_block or not connection.get_autocommit():
         with transaction.atomic():
             insert_one(instance)
             insert_one(event)

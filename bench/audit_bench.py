@@ -26,6 +26,7 @@ import sys
 import threading
 import time
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -40,6 +41,7 @@ django.setup()
 
 from django.core.management import call_command  # noqa: E402
 from django.db import connection, models, transaction  # noqa: E402
+from django.utils import timezone  # noqa: E402
 
 from audit import sealing  # noqa: E402
 from audit.models import AuditEvent  # noqa: E402
@@ -64,7 +66,46 @@ class BenchRow(models.Model):  # noqa: DJ008 - never displayed
         managed = False
 
 
+_CONSENT: dict = {}
+
+
+def consent_write(audited: bool, number: int) -> None:
+    """The product's consent registration (`exchange.services.consent_register`: subject parsed
+    and tokenised, dates checked, the consent and its event stored). Without its event, the same
+    function stores the consent alone: `insert_audited` is swapped for a plain insert of the row."""
+    from exchange import services
+
+    if not _CONSENT:
+        from members.models import Member
+
+        member = Member.objects.get(code="BENCHAUDIT")
+        _CONSENT["caller"] = services.Caller(member=member, actor="key:bench")
+        _CONSENT["real"] = services.insert_audited
+    services.insert_audited = _CONSENT["real"] if audited else (lambda instance, **_event: insert_one(instance))
+    now = timezone.now()
+    services.consent_register(
+        caller=_CONSENT["caller"],
+        subject={"id_type": "CN_RIC", "id_number": _ric(number)},
+        purpose="credit_application",
+        channel="app",
+        granted_at=now,
+        expires_at=now + timedelta(days=90),
+        evidence_sha256="ab" * 32,
+    )
+
+
+def _ric(number: int) -> str:
+    """A valid mainland resident ID number that varies with `number`."""
+    from core.identifiers import ric_check_character
+
+    body = f"11010519800101{number % 1000:03d}"
+    return body + ric_check_character(body)
+
+
 def write(audited: bool, number: int, path: str) -> None:
+    if path == "consent":
+        consent_write(audited, number)
+        return
     row = BenchRow(member_code="BENCH", amount_minor=number)
     if path == "product":
         if audited:
@@ -172,7 +213,13 @@ def main() -> None:
     parser.add_argument("--threads", action="store_true", help="writers are threads of this process, not processes")
     parser.add_argument("--seconds", type=float, default=8.0, help="per kind per round")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--path", choices=("product", "transaction"), default="product")
+    parser.add_argument(
+        "--path",
+        choices=("product", "transaction", "consent"),
+        default="product",
+        help="product: a row and its event in one statement; transaction: BEGIN, ORM row, audit_write, COMMIT; "
+        "consent: the product's consent registration",
+    )
     parser.add_argument(
         "--seal",
         choices=("thread", "request", "none"),
@@ -191,6 +238,12 @@ def main() -> None:
             f"CREATE TABLE IF NOT EXISTS {TABLE} (id uuid PRIMARY KEY, member_code varchar(32) NOT NULL, "
             "amount_minor bigint NOT NULL, created_at timestamptz NOT NULL)"
         )
+    if args.path == "consent":
+        from members.models import Member
+        from members.services import member_create
+
+        if not Member.objects.filter(code="BENCHAUDIT").exists():
+            member_create(code="BENCHAUDIT", name="Audit bench member", actor="bench")
     sealing.seal_pending()
     before = AuditEvent.objects.count()
     connection.close()

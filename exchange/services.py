@@ -218,7 +218,6 @@ def parse_subject_or_invalid(raw: Any, *, field_prefix: str = "subject") -> tupl
     return id_type, token
 
 
-@transaction.atomic
 def consent_register(
     *,
     caller: Caller,
@@ -240,7 +239,7 @@ def consent_register(
         errors.append({"index": None, "field": "expires_at", "message": "must be at most one year after granted_at"})
     if errors:
         raise Invalid(errors)
-    consent = Consent.objects.create(
+    consent = Consent(
         member=caller.member,
         subject_token=token,
         id_type=id_type,
@@ -250,12 +249,12 @@ def consent_register(
         granted_at=granted_at,
         expires_at=expires_at,
     )
-    audit_write(
+    insert_audited(  # the consent and its audit event: one statement on PostgreSQL
+        consent,
         action="consent.register",
         actor=caller.actor,
         member_code=caller.member.code,
         object_type="consent",
-        object_id=consent.pk,
         subject_token=token,
         details={"purpose": purpose, "channel": channel, "expires_at": expires_at.isoformat()},
     )

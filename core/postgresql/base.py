@@ -2,8 +2,8 @@
 
 With CONN_HEALTH_CHECKS, Django runs `SELECT 1` before the first query of every request that
 reuses a persistent connection: a whole extra round trip on each API call. Here the check is
-skipped when the connection was last seen by Django's request hooks less than
-`HEALTH_CHECK_IDLE_SECONDS` ago with no error since and psycopg does not know it broken (Django
+skipped when the connection ran a query in a request that ended less than
+`HEALTH_CHECK_IDLE_SECONDS` ago, with no error since, and psycopg does not know it broken (Django
 already checks, and closes if need be, a connection after a request whose queries failed). After
 a quiet spell it runs as before, which is when a database restart or a dropped idle connection
 would show.
@@ -19,20 +19,27 @@ HEALTH_CHECK_IDLE_SECONDS = 1.0
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
-    _last_seen: float | None = None
+    _last_used: float | None = None  # when a request that ran a query last ended
+    _used = False  # a cursor was made since the last request hook
+
+    def close_if_health_check_failed(self):
+        # Called each time a cursor is made: the connection is in use in this request.
+        self._used = True
+        super().close_if_health_check_failed()
 
     def close_if_unusable_or_obsolete(self):
         # Runs at the start and the end of every request (django.db.close_old_connections).
         now = time.monotonic()
+        if self._used:
+            self._last_used, self._used = now, False
         recent = (
-            self._last_seen is not None
-            and now - self._last_seen < HEALTH_CHECK_IDLE_SECONDS
+            self._last_used is not None
+            and now - self._last_used < HEALTH_CHECK_IDLE_SECONDS
             and not self.errors_occurred
         )
         super().close_if_unusable_or_obsolete()  # resets health_check_done
         if self.connection is None:
-            self._last_seen = None
+            self._last_used = None
             return
-        self._last_seen = now
-        if recent and not self.connection.broken and not self.connection.closed:
-            self.health_check_done = True  # in use moments ago without error: no SELECT 1
+        if recent and not getattr(self.connection, "broken", False) and not self.connection.closed:
+            self.health_check_done = True  # used moments ago without error: no SELECT 1

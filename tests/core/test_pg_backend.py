@@ -36,7 +36,8 @@ def checks():
     assert connection.health_check_enabled, "CONN_HEALTH_CHECKS is off: nothing to test"
     assert connection.get_autocommit() and not connection.in_atomic_block
     # Start from a connection the hooks have not seen yet (an earlier test may have run them).
-    connection._last_seen = None
+    connection._last_used = None
+    connection._used = False
     runs: list[bool] = []
     real = connection.is_usable
 
@@ -218,7 +219,24 @@ def test_a_connection_closed_by_django_is_not_treated_as_recently_seen(checks, m
     old_pid, _ = request()
     connection.close()
     connection.close_if_unusable_or_obsolete()  # no connection: nothing to see
-    assert connection._last_seen is None
+    assert connection._last_used is None
     new_pid, _ = request()  # a new connection is healthy by definition: no check needed
     assert new_pid != old_pid
     assert checks == [True]
+
+
+def test_requests_without_queries_do_not_keep_a_connection_counted_as_recently_used(checks, monkeypatch):
+    """Only a request that ran a query refreshes the idle timer: hook-only requests (no database
+    work) must not hide a connection dropped during a quiet spell."""
+    monkeypatch.setattr(pg_backend, "HEALTH_CHECK_IDLE_SECONDS", 0.3)
+    old_pid, _ = request()
+    assert checks == [True]
+    terminate(old_pid)
+    deadline = time.monotonic() + 0.8
+    while time.monotonic() < deadline:  # requests that touch no database, for longer than the idle time
+        connection.close_if_unusable_or_obsolete()
+        connection.close_if_unusable_or_obsolete()
+        time.sleep(0.05)
+    new_pid, _ = request()  # checked (the dropped connection is found and replaced), not failed
+    assert checks == [True, False]
+    assert new_pid != old_pid
