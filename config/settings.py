@@ -104,10 +104,14 @@ else:
         # Django's backend, with no health-check round trip on a connection in steady use.
         DATABASES["default"]["ENGINE"] = "core.postgresql"
     if env_bool("DB_SERVER_SIDE_BINDING", True):
-        # Parameters sent apart from the SQL (no quoting in Python), and the hot statements
-        # prepared by psycopg after a few runs: less CPU in the app and in PostgreSQL.
+        # Parameters sent apart from the SQL (no quoting in Python), and each statement prepared by
+        # psycopg once a connection has run it DB_PREPARE_THRESHOLD times: less CPU in the app and
+        # in PostgreSQL (docs/performance.md). 0 turns preparing off (PgBouncer in transaction mode
+        # without prepared-statement support: docs/scaling.md).
         DATABASES["default"]["OPTIONS"].setdefault("server_side_binding", True)
-        DATABASES["default"]["OPTIONS"].setdefault("prepare_threshold", env_int("DB_PREPARE_THRESHOLD", 5, minimum=0))
+        DATABASES["default"]["OPTIONS"].setdefault(
+            "prepare_threshold", env_int("DB_PREPARE_THRESHOLD", 5, minimum=0) or None
+        )
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

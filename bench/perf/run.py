@@ -420,6 +420,32 @@ def hot_path_queries(members: list[dict], pool: str) -> list[dict]:
     return [{"sql": q["sql"], "time": q["time"]} for q in captured.captured_queries]
 
 
+# What an inquiry reads: loaded into PostgreSQL's shared buffers before measuring, as they are on a
+# server that has been answering for a while (a freshly started server reads them from disk first).
+HOT_RELATIONS = (
+    "exchange_record",
+    "record_subject_idx",
+    "exchange_consent",
+    "exchange_consent_pkey",
+    "exchange_inquiry",
+    "inquiry_subject_idx",
+    "members_apikey",
+    "members_member",
+)
+
+
+def prewarm(pg: Postgres) -> dict:
+    from django.db import connection
+
+    pg.psql("CREATE EXTENSION IF NOT EXISTS pg_prewarm", db="exchange")  # not a trusted extension: as postgres
+    blocks = {}
+    with connection.cursor() as cursor:
+        for name in HOT_RELATIONS:
+            cursor.execute("SELECT pg_prewarm(%s::regclass)", [name])
+            blocks[name] = cursor.fetchone()[0]
+    return blocks
+
+
 def explain(sql: str) -> str:
     from django.db import connection
 
@@ -731,6 +757,7 @@ def main() -> int:
             report["partition_study"] = partition_study(hot, random.Random(3).sample(floor_tokens, 3000), token)
             log(f"partitions: {report['partition_study']['plain']} vs {report['partition_study']['partitioned']}")
 
+        log(f"prewarmed into shared buffers: {prewarm(pg)}")
         from django.db import connection
 
         connection.close()
