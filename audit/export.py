@@ -34,6 +34,7 @@ from audit.chain import (
     row_fields,
 )
 from audit.models import AuditEvent
+from audit.sealing import newest_sealed
 from audit.services import audit_write
 from audit.signing import manifest_signature_valid, public_key_b64, sign_manifest
 
@@ -124,8 +125,7 @@ def export_events(
     output = Path(output)
 
     # Only what was sealed when the export began: later seals cannot slip into a half-written file.
-    head = AuditEvent.objects.filter(seq__isnull=False).order_by("-seq").values_list("seq", "hash").first()
-    head_seq = head[0] if head else 0
+    head_seq, head_hash = newest_sealed() or (0, GENESIS)
     events = AuditEvent.objects.filter(seq__isnull=False, seq__lte=head_seq).order_by("seq")
     if start is not None:
         events = events.filter(occurred_at__gte=start)
@@ -169,7 +169,7 @@ def export_events(
         "last": last,
         "filters": filters,
         "contiguous": not filtered,
-        "chain_head": {"seq": head_seq, "hash": head[1] if head else GENESIS},
+        "chain_head": {"seq": head_seq, "hash": head_hash},
         "created_at": iso_utc(timezone.now()),
         "sha256": digest.hexdigest(),
         "public_key": public_key_b64(),

@@ -211,10 +211,15 @@ def _any_unsealed() -> bool:
         return cursor.fetchone() is not None
 
 
+def newest_sealed() -> tuple[int, str] | None:
+    """(seq, hash) of the chain's newest sealed event, or None for an empty chain."""
+    rows = _rows(_NEWEST_SEALED)
+    return (rows[0][0], rows[0][1]) if rows else None
+
+
 def _seal_batch() -> tuple[int, int, str]:
     """Seal up to BATCH_SIZE committed events; returns (count, newest seq, newest hash)."""
-    last = _rows(_NEWEST_SEALED)
-    seq, prev = last[0] if last else (0, GENESIS)
+    seq, prev = newest_sealed() or (0, GENESIS)
     rows = []
     for values in _rows(_UNSEALED):
         event = dict(zip(IMMUTABLE_COLUMNS, values, strict=True))

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from audit.chain import GENESIS, ROW_COLUMNS, NotCanonical, link_hash, row_fields
 from audit.models import AuditEvent, Checkpoint
+from audit.sealing import newest_sealed
 from audit.signing import checkpoint_signature_valid, public_key_b64
 
 CHUNK_SIZE = 2000
@@ -214,8 +215,7 @@ class Status:
 
 
 def chain_status() -> Status:
-    last = AuditEvent.objects.filter(seq__isnull=False).order_by("-seq").values_list("seq", "hash").first()
-    last_seq, last_hash = last if last else (0, None)
+    last_seq, last_hash = newest_sealed() or (0, None)
     checkpoint = Checkpoint.objects.order_by("-seq", "-id").first()
     valid = None
     if checkpoint is not None:

@@ -37,6 +37,7 @@ from audit import sealing
 from audit.chain import GENESIS, iso_utc, link_hash
 from audit.models import AuditEvent, Outcome
 from audit.services import audit_bulk_write, audit_write
+from audit.triggers import IMMUTABLE_COLUMNS
 from core.context import current_request_id
 from core.crypto import encrypt, field_aad
 from exchange.models import (
@@ -784,22 +785,9 @@ def _copy_store(member: Member, actor: str, submission_id, now: datetime, prepar
     transaction.on_commit(sealing.seal_after_commit)
 
 
-_EVENT_COPY_COLUMNS = (
-    "id",
-    "seq",
-    "occurred_at",
-    "actor",
-    "member_code",
-    "action",
-    "object_type",
-    "object_id",
-    "subject_token",
-    "outcome",
-    "request_id",
-    "details",
-    "prev_hash",
-    "hash",
-)
+# The layout of the lines `_copy_sealed_events` writes: the id and chain position first, then the
+# immutable columns in their order, then the two hashes.
+_EVENT_COPY_COLUMNS = (IMMUTABLE_COLUMNS[0], "seq", *IMMUTABLE_COLUMNS[1:], "prev_hash", "hash")
 if sorted(_EVENT_COPY_COLUMNS) != sorted(f.attname for f in AuditEvent._meta.concrete_fields):
     raise RuntimeError("exchange.bulk: the COPY columns of AuditEvent do not match its fields")
 
@@ -814,11 +802,8 @@ def _copy_sealed_events(cursor, base: dict[str, Any], submission: str, events: l
     hash). It saves what sealing afterwards costs per event: reading it back and an UPDATE that
     writes a second row version and every index of the table again."""
     table = AuditEvent._meta.db_table
-    quote = connection.ops.quote_name
     cursor.execute("SELECT pg_advisory_xact_lock(%s)", [sealing.ADVISORY_LOCK_KEY])
-    cursor.execute(f"SELECT seq, hash FROM {quote(table)} WHERE seq IS NOT NULL ORDER BY seq DESC LIMIT 1")  # noqa: S608
-    head = cursor.fetchone()
-    seq, prev = head if head else (0, GENESIS)
+    seq, prev = sealing.newest_sealed() or (0, GENESIS)
     cursor.execute("SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)", [table, len(events)])
     ids = sorted(row[0] for row in cursor.fetchall())
     head_text = "\t".join(
