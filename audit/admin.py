@@ -16,6 +16,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 
+from audit.chain import EXPORT_FIELDS
 from audit.export import FORMATS, ExportError, export_events, manifest_path
 from audit.models import AuditEvent, Checkpoint, Outcome
 from audit.services import audit_write
@@ -58,22 +59,7 @@ class AuditEventAdmin(ReadOnlyAdmin):
     date_hierarchy = "occurred_at"
     show_full_result_count = False  # a count(*) over millions of events on every page is wasted work
     list_per_page = 100
-    fields = (
-        "seq",
-        "id",
-        "occurred_at",
-        "actor",
-        "member_code",
-        "action",
-        "object_type",
-        "object_id",
-        "subject_token",
-        "outcome",
-        "request_id",
-        "details",
-        "prev_hash",
-        "hash",
-    )
+    fields = EXPORT_FIELDS  # every column, in the chain's order, as an export line has them
     readonly_fields = fields
     actions = None
 
