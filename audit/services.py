@@ -76,9 +76,14 @@ def audit_write(
         subject_token=subject_token,
         details=details,
     )
+    _store(event)
+    return event
+
+
+def _store(event: AuditEvent) -> None:
+    """Insert the event in the current transaction, to be sealed once it commits."""
     insert_one(event)  # one INSERT ... RETURNING id, its SQL built once (core/prepared.py)
     transaction.on_commit(_seal_after_commit)
-    return event
 
 
 def insert_audited(
@@ -112,11 +117,10 @@ def insert_audited(
         subject_token=subject_token,
         details=details,
     )
-    if connection.vendor != "postgresql" or connection.in_atomic_block or not connection.get_autocommit():
+    if connection.vendor != "postgresql" or not connection.get_autocommit():  # False in any atomic block
         with transaction.atomic():
             insert_one(instance)
-            insert_one(event)
-            transaction.on_commit(_seal_after_commit)
+            _store(event)
         return event
     event_sql, event_fields, event_auto = insert_statement(AuditEvent)
     params = insert_params(instance, model_fields) + insert_params(event, event_fields)
