@@ -29,7 +29,24 @@ def _check_details(details: dict[str, Any]) -> dict[str, Any]:
     return details
 
 
-def _event(
+# An event's columns as inserted, in statement order; its chain columns (seq, prev_hash, hash) stay
+# NULL until the sealer sets them.
+_INSERTED = (
+    "occurred_at",
+    "actor",
+    "member_code",
+    "action",
+    "object_type",
+    "object_id",
+    "subject_token",
+    "outcome",
+    "request_id",
+    "details",
+)
+_insert_sql: dict[tuple[str, str], str] = {}
+
+
+def _fields(
     *,
     action: str,
     actor: str,
@@ -39,19 +56,53 @@ def _event(
     object_id: Any,
     subject_token: str,
     details: dict[str, Any] | None,
-) -> AuditEvent:
-    return AuditEvent(
-        occurred_at=timezone.now(),
-        actor=actor[:120],
-        member_code=member_code,
-        action=action,
-        object_type=object_type,
-        object_id=str(object_id) if object_id else "",
-        subject_token=subject_token,
-        outcome=outcome,
-        request_id=current_request_id(),
-        details=_check_details(details or {}),
-    )
+) -> dict[str, Any]:
+    """The new event's values (`_INSERTED`), checked."""
+    return {
+        "occurred_at": timezone.now(),
+        "actor": actor[:120],
+        "member_code": member_code,
+        "action": action,
+        "object_type": object_type,
+        "object_id": str(object_id) if object_id else "",
+        "subject_token": subject_token,
+        "outcome": outcome,
+        "request_id": current_request_id(),
+        "details": _check_details(details or {}),
+    }
+
+
+def _event_insert_sql() -> str:
+    """`INSERT INTO audit (the inserted columns) VALUES (...) RETURNING id`, built once per database."""
+    key = (connection.alias, connection.vendor)
+    sql = _insert_sql.get(key)
+    if sql is None:
+        quote = connection.ops.quote_name
+        sql = _insert_sql[key] = (
+            f"INSERT INTO {quote(AuditEvent._meta.db_table)} ({', '.join(quote(name) for name in _INSERTED)}) "  # noqa: S608 - model names
+            f"VALUES ({', '.join(['%s'] * len(_INSERTED))}) RETURNING {quote('id')}"
+        )
+    return sql
+
+
+def _params(fields: dict[str, Any]) -> list:
+    """The values as the model's fields would send them (the same adapters the ORM calls for a
+    DateTimeField and a JSONField), without the ORM's per-field work: this runs on every request."""
+    ops = connection.ops
+    return [
+        ops.adapt_datetimefield_value(fields["occurred_at"]),
+        *(fields[name] for name in _INSERTED[1:-1]),
+        ops.adapt_json_value(fields["details"], None),
+    ]
+
+
+def _insert_event(fields: dict[str, Any]) -> int:
+    """Insert one event in the current transaction; its id. Sealed once the transaction commits."""
+    with connection.cursor() as cursor:
+        cursor.execute(_event_insert_sql(), _params(fields))
+        event_id = cursor.fetchone()[0]
+    transaction.on_commit(_seal_after_commit)
+    return event_id
 
 
 def audit_write(
@@ -66,7 +117,7 @@ def audit_write(
     details: dict[str, Any] | None = None,
 ) -> AuditEvent:
     """Insert one event in the current transaction; it is sealed into the chain after commit."""
-    event = _event(
+    fields = _fields(
         action=action,
         actor=actor,
         outcome=outcome,
@@ -76,14 +127,8 @@ def audit_write(
         subject_token=subject_token,
         details=details,
     )
-    _store(event)
-    return event
-
-
-def _store(event: AuditEvent) -> None:
-    """Insert the event in the current transaction, to be sealed once it commits."""
-    insert_one(event)  # one INSERT ... RETURNING id, its SQL built once (core/prepared.py)
-    transaction.on_commit(_seal_after_commit)
+    event_id = _insert_event(fields)
+    return mark_saved(AuditEvent(id=event_id, **fields))
 
 
 def insert_audited(
@@ -95,19 +140,19 @@ def insert_audited(
     object_type: str = "",
     subject_token: str = "",
     details: dict[str, Any] | None = None,
-) -> AuditEvent:
+) -> int:
     """Insert `instance` (a model whose primary key is set before saving) and its audit event,
-    both or neither: the event names the instance by its primary key.
+    both or neither: the event names the instance by its primary key. Returns the event's id.
 
     On PostgreSQL outside a transaction the two rows go in one statement (`WITH o AS (INSERT ...)
     INSERT INTO audit ...`), which PostgreSQL runs as one transaction: one round trip instead of
     BEGIN, two INSERTs and COMMIT on the hot path (docs/performance.md). Elsewhere (SQLite, or
-    inside an enclosing transaction) it is `audit_write` after `insert_one` in one atomic block.
+    inside an enclosing transaction) it is the two inserts in one atomic block.
     """
     model_sql, model_fields, model_auto = insert_statement(type(instance))
     if model_auto is not None or instance.pk is None:
         raise ValueError("insert_audited needs a model whose primary key is set before saving")
-    event = _event(
+    fields = _fields(
         action=action,
         actor=actor,
         outcome=Outcome.OK,
@@ -120,19 +165,13 @@ def insert_audited(
     if connection.vendor != "postgresql" or not connection.get_autocommit():  # False in any atomic block
         with transaction.atomic():
             insert_one(instance)
-            _store(event)
-        return event
-    event_sql, event_fields, event_auto = insert_statement(AuditEvent)
-    params = insert_params(instance, model_fields) + insert_params(event, event_fields)
+            return _insert_event(fields)
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"WITH o AS ({model_sql}) {event_sql} RETURNING {connection.ops.quote_name(event_auto.column)}", params
-        )
-        event.id = cursor.fetchone()[0]
+        cursor.execute(f"WITH o AS ({model_sql}) {_event_insert_sql()}", insert_params(instance, model_fields) + _params(fields))
+        event_id = cursor.fetchone()[0]
     mark_saved(instance)
-    mark_saved(event)
     _seal_after_commit()  # autocommit: the statement has committed
-    return event
+    return event_id
 
 
 def audit_bulk_write(events: list[AuditEvent]) -> None:

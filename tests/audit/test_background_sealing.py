@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from django.db import connection, transaction
+from django.db import connection, connections, transaction
 
 from audit import sealing
 from audit.models import AuditEvent
@@ -36,17 +36,40 @@ def sealer():
 @pytest.mark.django_db(transaction=True)
 def test_a_commit_wakes_the_sealer_thread_which_seals_the_events(sealer, monkeypatch):
     on_this_thread = []
-    monkeypatch.setattr(sealing, "seal_soon", _recording(sealing.seal_soon, on_this_thread))
+    monkeypatch.setattr(sealing, "_seal", _recording(sealing._seal, on_this_thread))
     for n in range(5):
         with transaction.atomic():
             audit_write(action="test.write", actor="test", details={"n": n})
     assert _wait_until_sealed(5) == 5
+    sealed_by = list(on_this_thread)
     # The thread signs at most one checkpoint a second (one may have been signed just before this
     # test): the backstop pins the newest event, then the whole chain must verify.
     assert sealing.seal_pending().sealed == 0
     assert verify_chain().ok
     # The committing thread only woke the sealer; the sealing ran on the sealer's thread.
-    assert on_this_thread and all(name == "audit-sealer" for name in on_this_thread)
+    assert sealed_by and all(name == "audit-sealer" for name in sealed_by)
+
+
+@pytest.mark.postgres_only
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL only")
+@pytest.mark.django_db(transaction=True)
+def test_events_left_while_another_sealer_held_the_lock_are_sealed_without_another_commit(sealer):
+    # Another process's sealer holds the lock when this process's event commits: the thread finds
+    # it busy and must look again by itself once the lock is free, with no further commit to wake it.
+    other = connections.create_connection("default")
+    try:
+        with other.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_lock(%s)", [sealing.ADVISORY_LOCK_KEY])
+        with transaction.atomic():
+            audit_write(action="test.left", actor="test")
+        time.sleep(3 * sealing.COALESCE_SECONDS)  # the thread has tried, and found the lock busy
+        assert AuditEvent.objects.filter(seq__isnull=False).count() == 0
+        with other.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [sealing.ADVISORY_LOCK_KEY])
+        assert _wait_until_sealed(1, timeout=5.0) == 1
+    finally:
+        other.close()
+    assert verify_chain().ok
 
 
 @pytest.mark.django_db(transaction=True)

@@ -43,7 +43,7 @@ def new_consent(member, n: int = 1) -> Consent:
     )
 
 
-def write(consent: Consent, **overrides) -> AuditEvent:
+def write(consent: Consent, **overrides) -> int:
     arguments = {
         "action": "consent.register",
         "actor": f"member:{consent.member.code}",
@@ -56,15 +56,15 @@ def write(consent: Consent, **overrides) -> AuditEvent:
     return insert_audited(consent, **arguments)
 
 
-def assert_stored(consent: Consent, event: AuditEvent) -> AuditEvent:
+def assert_stored(consent: Consent, event_id: int) -> AuditEvent:
     """Both rows are in the database and the event names the consent; returns the stored event."""
     assert consent._state.adding is False
-    assert event.pk is not None
+    assert isinstance(event_id, int)
     stored_consent = Consent.objects.get(pk=consent.pk)
     assert stored_consent.member_id == consent.member_id
     assert stored_consent.subject_token == consent.subject_token
     assert stored_consent.evidence_sha256 == consent.evidence_sha256
-    stored = AuditEvent.objects.get(pk=event.pk)
+    stored = AuditEvent.objects.get(pk=event_id)
     assert stored.object_id == str(consent.pk)
     assert stored.object_type == "consent"
     assert stored.action == "consent.register"
@@ -112,27 +112,23 @@ def test_in_autocommit_it_stores_the_row_and_its_event_and_seals_it_after_commit
 def test_several_writes_in_a_row_each_get_their_own_event_in_one_verified_chain(bank_a):
     consents = [new_consent(bank_a.member, n) for n in range(1, 6)]
     events = [write(consent) for consent in consents]
-    assert len({event.pk for event in events}) == 5
+    assert len(set(events)) == 5
     for consent, event in zip(consents, events, strict=True):
         assert_stored(consent, event)
-    seqs = sorted(AuditEvent.objects.filter(pk__in=[e.pk for e in events]).values_list("seq", flat=True))
+    seqs = sorted(AuditEvent.objects.filter(pk__in=events).values_list("seq", flat=True))
     assert None not in seqs
     assert len(set(seqs)) == 5
-    assert_sealed_and_verified(events[-1])
+    assert_sealed_and_verified(AuditEvent.objects.get(pk=events[-1]))
 
 
 @pytest.mark.django_db
 def test_in_a_transaction_a_failing_event_insert_takes_the_row_back_with_it(bank_a, monkeypatch):
     # The atomic path (every database, inside a transaction): the event's insert fails after the
     # row's succeeded; the block's savepoint undoes the row.
-    real_insert_one = services.insert_one
+    def failing_event_insert(fields):
+        raise DatabaseError("simulated failure of the audit insert")
 
-    def failing_for_events(instance):
-        if isinstance(instance, AuditEvent):
-            raise DatabaseError("simulated failure of the audit insert")
-        return real_insert_one(instance)
-
-    monkeypatch.setattr(services, "insert_one", failing_for_events)
+    monkeypatch.setattr(services, "_insert_event", failing_event_insert)
     consent = new_consent(bank_a.member)
     events_before = AuditEvent.objects.count()
     with pytest.raises(DatabaseError, match="simulated"):
