@@ -101,8 +101,9 @@ def start_background_sealer() -> None:
     """Seal after commit on a thread of this process instead of the committing request's thread.
 
     Each wake-up, after a short coalescing wait, runs one pass over everything committed so far,
-    so under load one pass seals the events of many requests (`_sealer_loop`). Events of a process that dies before its sealer ran are
-    sealed by the backstop (run_worker, seal_audit), as any event left behind is.
+    so under load one pass seals the events of many requests (`_sealer_loop`). Events of a process
+    that dies before its sealer ran are sealed by the backstop (run_worker, seal_audit), as any
+    event left behind is.
     """
     global _sealer, _sealer_pid
     if _sealer is not None and _sealer.is_alive() and _sealer_pid == os.getpid():

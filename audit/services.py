@@ -167,7 +167,9 @@ def insert_audited(
             insert_one(instance)
             return _insert_event(fields)
     with connection.cursor() as cursor:
-        cursor.execute(f"WITH o AS ({model_sql}) {_event_insert_sql()}", insert_params(instance, model_fields) + _params(fields))
+        cursor.execute(
+            f"WITH o AS ({model_sql}) {_event_insert_sql()}", insert_params(instance, model_fields) + _params(fields)
+        )
         event_id = cursor.fetchone()[0]
     mark_saved(instance)
     _seal_after_commit()  # autocommit: the statement has committed
