@@ -75,6 +75,10 @@ PG_SETTINGS = {
     "max_wal_size": "8GB",
     "checkpoint_timeout": "15min",
     "max_connections": "200",
+    # Full-page images (the first change to a page after a checkpoint) are most of an inquiry's WAL,
+    # and there are more of them on a larger data set (random inserts into larger indexes):
+    # compressed, they cost less (docs/operations.md, docs/performance.md).
+    "wal_compression": "lz4",
 }
 
 
