@@ -6,10 +6,12 @@ under a non-blocking lock: one sealer at a time, the others return at once and l
 events to it. `seal_pending()` is the blocking backstop (the `seal_audit` command and the
 worker call it) and ends with a signed checkpoint of the newest event.
 
-Where `seal_soon()` runs after a commit: on the committing thread by default (tests, commands,
-runserver), or, once `start_background_sealer()` was called in the process (gunicorn.conf.py does
-it in every worker), on one sealer thread of the process that the commit only wakes, so that a
-request does not wait for the sealing of its events (docs/audit.md, docs/performance.md).
+Where the sealing runs after a commit: `seal_soon()` on the committing thread by default (tests,
+commands, runserver), or, once `start_background_sealer()` was called in the process
+(gunicorn.conf.py does it in every worker), one sealer thread of the process that the commit only
+wakes, so that a request does not wait for the sealing of its events. That thread runs one pass
+per wake-up after a short coalescing wait, and wakes itself again while there may be work left
+to it (`_background_pass`; docs/audit.md, docs/performance.md).
 
 A lower id that commits after a higher id was sealed simply gets a later position: positions
 are given in sealing order, never taken from the id, and verification follows `seq`.
@@ -139,25 +141,38 @@ def _sealer_loop() -> None:
         if _stopping.is_set():
             break
         if _background_pass():
-            # It sealed something, or another sealer held the lock: events that committed
-            # meanwhile (in any process) may have been left to this pass. Look again after the
-            # next coalescing wait, not at once: looking at once, under load, meant passes of a
-            # few events each, back to back (docs/audit.md, "Throughput").
+            # Events that committed meanwhile (in any process) may have been left to this pass.
+            # Look again after the next coalescing wait, not at once: looking at once, under
+            # load, meant passes of a few events each, back to back (docs/audit.md, "Throughput").
             _wakeup.set()
         # This thread's connection lives across passes; drop it if broken or past CONN_MAX_AGE.
         close_old_connections()
     connection.close()
 
 
+# Consecutive failed passes of the sealer thread: the next try waits 1, 2, 4 ... up to 30 seconds.
+_failures = 0
+MAX_RETRY_SECONDS = 30.0
+
+
 def _background_pass() -> bool:
-    """One pass of the sealer thread; True if it sealed anything or found the lock busy. Never raises."""
+    """One pass of the sealer thread. True if the thread should look again after its next
+    coalescing wait: the pass sealed something, found another sealer holding the lock, or left
+    committed events unsealed (a committing thread that found this pass's lock busy left its
+    events to us), or it failed (retried with a growing pause). Never raises."""
+    global _failures
     try:
         with _process_lock:
             result = _seal(wait=False, checkpoint="interval", max_batches=HOT_PATH_MAX_BATCHES)
-    except Exception:  # the thread must survive: the next pass or the backstop seals the events
-        logger.exception("audit sealing after commit failed; `seal_audit` will seal the events")
-        return False
-    return result.busy or result.sealed > 0
+            again = result.busy or result.sealed > 0 or _any_unsealed()
+    except Exception:  # the thread must survive: it retries, and the backstop seals meanwhile
+        _failures += 1
+        pause = min(MAX_RETRY_SECONDS, 2.0 ** (_failures - 1))
+        logger.exception("audit sealing after commit failed; retrying in %.0f s (`seal_audit` also seals)", pause)
+        _stopping.wait(pause)
+        return True
+    _failures = 0
+    return again
 
 
 def seal_pending(*, checkpoint: bool = True) -> SealResult:

@@ -43,6 +43,7 @@ _INSERTED = (
     "request_id",
     "details",
 )
+assert _INSERTED[0] == "occurred_at" and _INSERTED[-1] == "details"  # the two adapted values (_params)
 _insert_sql: dict[tuple[str, str], str] = {}
 
 
@@ -77,10 +78,11 @@ def _event_insert_sql() -> str:
     key = (connection.alias, connection.vendor)
     sql = _insert_sql.get(key)
     if sql is None:
-        quote = connection.ops.quote_name
+        quote, meta = connection.ops.quote_name, AuditEvent._meta
+        columns = ", ".join(quote(meta.get_field(name).column) for name in _INSERTED)
         sql = _insert_sql[key] = (
-            f"INSERT INTO {quote(AuditEvent._meta.db_table)} ({', '.join(quote(name) for name in _INSERTED)}) "  # noqa: S608 - model names
-            f"VALUES ({', '.join(['%s'] * len(_INSERTED))}) RETURNING {quote('id')}"
+            f"INSERT INTO {quote(meta.db_table)} ({columns}) "  # noqa: S608 - model names
+            f"VALUES ({', '.join(['%s'] * len(_INSERTED))}) RETURNING {quote(meta.pk.column)}"
         )
     return sql
 

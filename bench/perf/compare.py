@@ -1,6 +1,6 @@
 """The inquiry on two data sets side by side (1 million and 10 million records), in alternating runs.
 
-    .venv/bin/python bench/perf/compare.py --small DIR_1M --large DIR_10M [--rounds 3] [--duration 15]
+    .venv/bin/python bench/perf/compare.py --small DIR_1M --large DIR_10M [--rounds 4] [--duration 15]
         [--connections 16,1] [--doc docs/performance.md] [--label NAME]
 
 Issue 9 asks that the inquiry's latency at 10 million records stay within 1.2 times that at
@@ -11,10 +11,11 @@ and alternates short wrk runs between them (A B, then B A, ...), so that drift h
 Both folders hold data sets built by `run.py --pgdir DIR --keep` (the large one grown with
 `--scale-by-copy`); nothing is built here.
 
-Per data set and load level it prints requests/s and p50/p95/p99 averaged over the rounds, and
-the ratio large/small of each. With 16 clients, latency is mostly queueing (16 divided by the
-rate); with 1 client it is one request's own time, which is what grows if a query's cost grows
-with the data. The floor view is measured the same way, as the data-independent reference.
+Per data set and load level it prints requests/s, p50 and p99 (the means of each run's figures)
+and, per round, the ratio large/small of the two runs made back to back: their median and range.
+With 16 clients, latency is mostly queueing (16 divided by the rate); with 1 client it is one
+request's own time, which is what grows if a query's cost grows with the data. The floor view is
+measured the same way, as the data-independent reference.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
+import statistics
 import subprocess
 import sys
 import time
@@ -40,8 +43,8 @@ from bench.perf.run import (  # noqa: E402 - after the path
     log,
     machine,
     summarise,
-    wrk,
     write_doc,
+    wrk,
 )
 
 ENDPOINTS = {"inquiry": "/api/v1/inquiries", "floor": "/bench/floor"}
@@ -103,9 +106,38 @@ def measure(dataset: DataSet, endpoint: str, connections: int, duration: int) ->
 
 def mean_of(runs: list[dict]) -> dict:
     keys = ("rps", "p50_ms", "p95_ms", "p99_ms")
+    if not runs:
+        return dict.fromkeys(keys, 0.0) | {"errors": 0}
     return {key: round(sum(run[key] for run in runs) / len(runs), 2) for key in keys} | {
         "errors": sum(run["errors"] for run in runs)
     }
+
+
+def _ratio(large: float, small: float) -> float | None:
+    return large / small if small else None
+
+
+def results(runs: list[dict], names: list[str]) -> dict:
+    """Per endpoint and load: each set's means, and the per-round ratios large/small (paired)."""
+    found = {}
+    for key in dict.fromkeys(run["key"] for run in runs):
+        mine = [run for run in runs if run["key"] == key]
+        entry = {name: mean_of([run for run in mine if run["set"] == name]) for name in names}
+        for percentile in ("p50_ms", "p99_ms"):
+            ratios = []
+            for round_number in sorted({run["round"] for run in mine}):
+                pair = {run["set"]: run for run in mine if run["round"] == round_number}
+                if len(pair) == 2 and (ratio := _ratio(pair["large"][percentile], pair["small"][percentile])):
+                    ratios.append(ratio)
+            entry[percentile.replace("_ms", "_ratios")] = [round(r, 3) for r in ratios]
+        found[key] = entry
+    return found
+
+
+def _spread(ratios: list[float]) -> str:
+    if not ratios:
+        return "n/a"
+    return f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})"
 
 
 def render(report: dict) -> str:
@@ -120,18 +152,25 @@ def render(report: dict) -> str:
         f"{report['rounds']} alternating rounds of {report['duration']} s per endpoint and load.",
         "",
         "| endpoint, clients | small req/s | large req/s | small p50 / p99 ms | large p50 / p99 ms "
-        "| large/small p50 | large/small p99 |",
-        "|---|---|---|---|---|---|---|",
+        "| p50 large/small, per round: median (range) | p99 large/small, per round: median (range) | errors |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for key, pair in report["results"].items():
-        a, b = pair["small"], pair["large"]
+    for key, entry in report["results"].items():
+        a, b = entry["small"], entry["large"]
         lines.append(
             f"| {key} | {a['rps']:,.0f} | {b['rps']:,.0f} | {a['p50_ms']} / {a['p99_ms']} | "
-            f"{b['p50_ms']} / {b['p99_ms']} | {pair['p50_ratio']:.2f} | {pair['p99_ratio']:.2f} |"
+            f"{b['p50_ms']} / {b['p99_ms']} | {_spread(entry['p50_ratios'])} | {_spread(entry['p99_ratios'])} "
+            f"| {a['errors'] + b['errors']} |"
         )
-    lines += ["", "Each run (req/s, p50, p99 ms), in the order run:", ""]
     lines += [
-        f"- {run['set']} {run['key']}: {run['rps']:,} req/s, {run['p50_ms']} / {run['p99_ms']} ms"
+        "",
+        "req/s, p50 and p99 of a set are the means of its runs' figures. A run with errors (any"
+        " non-2xx answer or socket error) counts those requests in its latencies too.",
+    ]
+    lines += ["", "Each run (req/s, p50 / p95 / p99 ms), in the order run:", ""]
+    lines += [
+        f"- round {run['round']}, {run['set']} {run['key']}: {run['rps']:,} req/s, "
+        f"{run['p50_ms']} / {run['p95_ms']} / {run['p99_ms']} ms"
         f"{' (' + str(run['errors']) + ' errors)' if run['errors'] else ''}"
         for run in report["runs"]
     ]
@@ -142,7 +181,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--small", type=Path, required=True, help="folder of the smaller data set (1M)")
     parser.add_argument("--large", type=Path, required=True, help="folder of the larger data set (10M)")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=4, help="an even number: each set goes first as often")
     parser.add_argument("--duration", type=int, default=15, help="seconds per wrk run")
     parser.add_argument("--connections", default="16,1", help="comma-separated client counts")
     parser.add_argument("--endpoints", default="inquiry,floor", help="comma-separated: inquiry,floor")
@@ -157,7 +196,7 @@ def main() -> int:
     sets = {"small": DataSet("small", args.small), "large": DataSet("large", args.large)}
     report: dict = {
         "when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": ".venv/bin/python bench/perf/compare.py " + " ".join(sys.argv[1:]),
+        "command": shlex.join([".venv/bin/python", "bench/perf/compare.py", *sys.argv[1:]]),
         "machine": machine(),
         "rounds": args.rounds,
         "duration": args.duration,
@@ -178,22 +217,18 @@ def main() -> int:
                         started = time.monotonic()
                         result = measure(sets[name], endpoint, connections, args.duration)
                         key = f"{endpoint}, {connections}"
-                        report["runs"].append({"set": name, "key": key, **result})
+                        report["runs"].append({"round": round_number + 1, "set": name, "key": key, **result})
                         log(f"round {round_number + 1} {name} {key}: {result} ({time.monotonic() - started:.0f} s)")
     finally:
         for dataset in sets.values():
             dataset.stop()
 
-    report["results"] = {}
-    for key in dict.fromkeys(run["key"] for run in report["runs"]):
-        pair = {name: mean_of([r for r in report["runs"] if r["key"] == key and r["set"] == name]) for name in sets}
-        pair["p50_ratio"] = pair["large"]["p50_ms"] / pair["small"]["p50_ms"]
-        pair["p99_ratio"] = pair["large"]["p99_ms"] / pair["small"]["p99_ms"]
-        report["results"][key] = pair
+    out = args.large / "work" / f"compare-{datetime.now(UTC):%Y%m%d-%H%M%S}.json"
+    out.write_text(json.dumps(report, indent=2))  # the raw runs first, whatever follows
+    report["results"] = results(report["runs"], list(sets))
+    out.write_text(json.dumps(report, indent=2))
     text = render(report)
     print(text)
-    out = args.large / "work" / f"compare-{datetime.now(UTC):%Y%m%d-%H%M%S}.json"
-    out.write_text(json.dumps(report, indent=2))
     if args.doc:
         write_doc(args.doc, args.label, text)
     return 0

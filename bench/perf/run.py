@@ -245,6 +245,7 @@ class Server:
                     return
             except OSError:
                 time.sleep(0.3)
+        self.stop()  # neither process outlives a failed start
         raise RuntimeError("gunicorn did not start: " + self.gunicorn.stderr.read1().decode())
 
     def memory(self) -> dict:
@@ -561,7 +562,8 @@ def render(report: dict) -> str:
         f"    {report['command']}",
         "",
         f"Machine: {m['nproc']} vCPUs ({m['cpu']}), {m['memory_gb']} GB RAM, {m['postgresql']} "
-        f"(fsync on, synchronous_commit on, shared_buffers {PG_SETTINGS['shared_buffers']}), Python {m['python']}, "
+        f"(fsync on, synchronous_commit on, shared_buffers {PG_SETTINGS['shared_buffers']}, "
+        f"wal_compression {PG_SETTINGS['wal_compression']}), Python {m['python']}, "
         f"{m['wrk']}; server, database and wrk share the machine over loopback. "
         f"Load average before the run: {', '.join(f'{x:.2f}' for x in m['load_average_before'])}.",
         "",

@@ -88,3 +88,41 @@ def _recording(function, calls: list):
         return function(*args, **kwargs)
 
     return wrapper
+
+
+@pytest.mark.postgres_only
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL only")
+@pytest.mark.django_db(transaction=True)
+def test_the_thread_goes_idle_when_nothing_is_left(sealer, monkeypatch):
+    passes = []
+    monkeypatch.setattr(sealing, "_seal", _recording(sealing._seal, passes))
+    with transaction.atomic():
+        audit_write(action="test.write", actor="test")
+    assert _wait_until_sealed(1) == 1
+    time.sleep(4 * sealing.COALESCE_SECONDS)  # the pass after the sealing one finds nothing
+    settled = len(passes)
+    time.sleep(5 * sealing.COALESCE_SECONDS)
+    assert len(passes) == settled, "the sealer thread kept polling with nothing to seal"
+    assert settled <= 3
+
+
+@pytest.mark.postgres_only
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL only")
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_pass_is_retried_without_another_commit(sealer, monkeypatch):
+    real_seal = sealing._seal
+    failures = []
+
+    def failing_once(**kwargs):
+        if not failures:
+            failures.append(1)
+            raise RuntimeError("simulated failure of a sealing pass")
+        return real_seal(**kwargs)
+
+    monkeypatch.setattr(sealing, "_seal", failing_once)
+    with transaction.atomic():
+        audit_write(action="test.retry", actor="test")
+    assert _wait_until_sealed(1, timeout=10.0) == 1  # the retry, about a second later
+    assert failures == [1]
+    assert sealing._sealer is not None and sealing._sealer.is_alive()
+    assert sealing._failures == 0

@@ -20,6 +20,7 @@ from audit import sealing, services
 from audit.models import AuditEvent
 from audit.services import insert_audited
 from audit.verify import verify_chain
+from core.context import reset_request_id, set_request_id
 from exchange.models import Channel, Consent, IdempotencyKey, IdType, Purpose
 
 EVENTS = AuditEvent._meta.db_table
@@ -281,3 +282,21 @@ def test_on_postgresql_a_duplicate_primary_key_leaves_no_second_event(bank_a):
 def test_the_new_primary_key_is_a_uuid_set_at_construction():
     # What the tests above rely on: Consent's primary key exists before saving.
     assert isinstance(Consent().pk, uuid.UUID)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_event_stores_its_time_actor_and_request_id_as_the_orm_would(bank_a):
+    # Both paths (one statement on PostgreSQL, two inserts elsewhere) prepare the values themselves.
+    consent = new_consent(bank_a.member)
+    before = timezone.now()
+    token = set_request_id("req-0123456789abcdef")
+    try:
+        event_id = write(consent, actor="a" * 200)
+    finally:
+        reset_request_id(token)
+    stored = AuditEvent.objects.get(pk=event_id)
+    assert stored.actor == "a" * 120
+    assert stored.request_id == "req-0123456789abcdef"
+    assert stored.occurred_at.tzinfo is not None
+    assert before <= stored.occurred_at <= timezone.now()
+    assert stored.object_id == str(consent.pk)
