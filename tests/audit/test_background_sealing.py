@@ -126,3 +126,25 @@ def test_a_failed_pass_is_retried_without_another_commit(sealer, monkeypatch):
     assert failures == [1]
     assert sealing._sealer is not None and sealing._sealer.is_alive()
     assert sealing._failures == 0
+
+
+@pytest.mark.postgres_only
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL only")
+@pytest.mark.django_db(transaction=True)
+def test_a_pass_that_saw_nothing_looks_again_while_committed_events_are_unsealed(sealer, monkeypatch):
+    # A pass that read the unsealed events just before another commit (whose own sealer found this
+    # pass's lock busy and left its events to it) seals nothing: the thread must still look again.
+    real_seal = sealing._seal
+    calls = []
+
+    def first_pass_sees_nothing(**kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            return sealing.SealResult()
+        return real_seal(**kwargs)
+
+    monkeypatch.setattr(sealing, "_seal", first_pass_sees_nothing)
+    with transaction.atomic():
+        audit_write(action="test.missed", actor="test")
+    assert _wait_until_sealed(1, timeout=5.0) == 1
+    assert len(calls) >= 2
