@@ -9,6 +9,7 @@ from django.db.models import Model
 from django.utils import timezone
 
 from audit.models import AuditEvent, Outcome
+from audit.triggers import IMMUTABLE_COLUMNS
 from core.context import current_request_id
 from core.prepared import insert_one, insert_params, insert_statement, mark_saved
 
@@ -29,22 +30,10 @@ def _check_details(details: dict[str, Any]) -> dict[str, Any]:
     return details
 
 
-# An event's columns as inserted, in statement order; its chain columns (seq, prev_hash, hash) stay
-# NULL until the sealer sets them.
-_INSERTED = (
-    "occurred_at",
-    "actor",
-    "member_code",
-    "action",
-    "object_type",
-    "object_id",
-    "subject_token",
-    "outcome",
-    "request_id",
-    "details",
-)
+# An event's columns as inserted, in statement order: the immutable ones but the id (given by the
+# database). Its chain columns (seq, prev_hash, hash) stay NULL until the sealer sets them.
+_INSERTED = tuple(name for name in IMMUTABLE_COLUMNS if name != "id")
 assert _INSERTED[0] == "occurred_at" and _INSERTED[-1] == "details"  # the two adapted values (_params)
-_insert_sql: dict[tuple[str, str], str] = {}
 
 
 def _fields(
@@ -74,17 +63,10 @@ def _fields(
 
 
 def _event_insert_sql() -> str:
-    """`INSERT INTO audit (the inserted columns) VALUES (...) RETURNING id`, built once per database."""
-    key = (connection.alias, connection.vendor)
-    sql = _insert_sql.get(key)
-    if sql is None:
-        quote, meta = connection.ops.quote_name, AuditEvent._meta
-        columns = ", ".join(quote(meta.get_field(name).column) for name in _INSERTED)
-        sql = _insert_sql[key] = (
-            f"INSERT INTO {quote(meta.db_table)} ({columns}) "  # noqa: S608 - model names
-            f"VALUES ({', '.join(['%s'] * len(_INSERTED))}) RETURNING {quote(meta.pk.column)}"
-        )
-    return sql
+    """`INSERT INTO audit (the inserted columns) VALUES (...) RETURNING id`, on the statement
+    `core/prepared.insert_statement` builds once per database."""
+    sql, _columns, auto = insert_statement(AuditEvent, _INSERTED)
+    return f"{sql} RETURNING {connection.ops.quote_name(auto.column)}"
 
 
 def _params(fields: dict[str, Any]) -> list:

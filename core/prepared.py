@@ -95,18 +95,22 @@ class PreparedQuery:
         return instance
 
 
-_insert_statements: dict[tuple[type, str, str], tuple[str, list[Field], Field | None]] = {}
+_insert_statements: dict[tuple, tuple[str, list[Field], Field | None]] = {}
 
 
-def insert_statement(model: type[Model]) -> tuple[str, list[Field], Field | None]:
+def insert_statement(model: type[Model], names: tuple[str, ...] | None = None) -> tuple[str, list[Field], Field | None]:
     """(`INSERT INTO table (columns) VALUES (%s, ...)`, the fields in column order, the auto field
-    or None) for `model` on the current database, built once."""
-    key = (model, connection.alias, connection.vendor)
+    or None) for `model` on the current database, built once: every concrete field but the auto
+    one, or only the fields `names` (the others take their database default, e.g. NULL)."""
+    key = (model, names, connection.alias, connection.vendor)
     statement = _insert_statements.get(key)
     if statement is None:
         meta = model._meta
         auto = meta.auto_field
-        fields = [f for f in meta.local_concrete_fields if f is not auto]
+        if names is None:
+            fields = [f for f in meta.local_concrete_fields if f is not auto]
+        else:
+            fields = [meta.get_field(name) for name in names]
         quote = connection.ops.quote_name
         sql = (
             f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "  # noqa: S608 - model names
