@@ -47,6 +47,7 @@ from audit import sealing  # noqa: E402
 from audit.models import AuditEvent  # noqa: E402
 from audit.services import audit_write, insert_audited  # noqa: E402
 from audit.verify import verify_chain  # noqa: E402
+from bench.perf.dataset import ric  # noqa: E402
 from core.prepared import insert_one  # noqa: E402
 
 TABLE = "bench_audit_row"
@@ -85,21 +86,13 @@ def consent_write(audited: bool, number: int) -> None:
     now = timezone.now()
     services.consent_register(
         caller=_CONSENT["caller"],
-        subject={"id_type": "CN_RIC", "id_number": _ric(number)},
+        subject={"id_type": "CN_RIC", "id_number": ric(number)},
         purpose="credit_application",
         channel="app",
         granted_at=now,
         expires_at=now + timedelta(days=90),
         evidence_sha256="ab" * 32,
     )
-
-
-def _ric(number: int) -> str:
-    """A valid mainland resident ID number that varies with `number`."""
-    from core.identifiers import ric_check_character
-
-    body = f"11010519800101{number % 1000:03d}"
-    return body + ric_check_character(body)
 
 
 def write(audited: bool, number: int, path: str) -> None:

@@ -40,6 +40,7 @@ from bench.perf.run import (  # noqa: E402 - after the path
     ROOT,
     Postgres,
     Server,
+    gunicorn_defaults,
     log,
     machine,
     summarise,
@@ -72,23 +73,13 @@ class DataSet:
         self.pg.psql("CREATE EXTENSION IF NOT EXISTS pg_prewarm", db="exchange")
         for relation in HOT_RELATIONS:
             self.pg.psql(f"SELECT pg_prewarm('{relation}'::regclass)", db="exchange")
-        self.server = _server(env)
+        self.server = Server(env, **gunicorn_defaults())  # the production worker model
         log(f"{self.name}: {self.records:,} records, PostgreSQL port {self.pg.port}, gunicorn port {self.server.port}")
 
     def stop(self) -> None:
         if self.server is not None:
             self.server.stop()
         self.pg.stop()
-
-
-def _server(env: dict) -> Server:
-    """gunicorn as gunicorn.conf.py configures it (the production worker model)."""
-    from importlib import util as import_util
-
-    spec = import_util.spec_from_file_location("gunicorn_conf", ROOT / "gunicorn.conf.py")
-    conf = import_util.module_from_spec(spec)
-    spec.loader.exec_module(conf)
-    return Server(env, workers=conf.workers, worker_class=conf.worker_class, threads=conf.threads)
 
 
 def measure(dataset: DataSet, endpoint: str, connections: int, duration: int) -> dict:

@@ -270,6 +270,16 @@ class Server:
                 proc.kill()
 
 
+def gunicorn_defaults() -> dict:
+    """The worker model gunicorn.conf.py sets for production (chosen by measurement)."""
+    from importlib import util as import_util
+
+    spec = import_util.spec_from_file_location("gunicorn_conf", ROOT / "gunicorn.conf.py")
+    conf = import_util.module_from_spec(spec)
+    spec.loader.exec_module(conf)
+    return {"worker_class": conf.worker_class, "workers": conf.workers, "threads": conf.threads}
+
+
 def wrk(port: int, path: str, lines: str, *, duration: int, connections: int, threads: int = 2) -> dict:
     done = subprocess.run(
         [
@@ -774,14 +784,10 @@ def main() -> int:
         def start(worker_class, workers, threads):
             return Server(env, workers=workers, worker_class=worker_class, threads=threads)
 
-        from importlib import util as import_util
-
-        conf_spec = import_util.spec_from_file_location("gunicorn_conf", ROOT / "gunicorn.conf.py")
-        conf = import_util.module_from_spec(conf_spec)
-        conf_spec.loader.exec_module(conf)
-        worker_class = spec["worker_class"] or conf.worker_class
-        workers = spec["workers"] or conf.workers
-        threads = spec["threads"] or conf.threads
+        conf = gunicorn_defaults()
+        worker_class = spec["worker_class"] or conf["worker_class"]
+        workers = spec["workers"] or conf["workers"]
+        threads = spec["threads"] or conf["threads"]
 
         if args.compare_workers:
             report["compare"] = {}
