@@ -19,6 +19,7 @@ from audit.chain import GENESIS, event_hash
 from audit.models import AuditEvent, Checkpoint
 from audit.services import audit_write
 from audit.signing import checkpoint_signature_valid, public_key_b64
+from audit.triggers import IMMUTABLE_COLUMNS
 from audit.verify import verify_chain
 from tests.audit.conftest import make_events, run_sql
 
@@ -109,6 +110,75 @@ def test_an_unsealed_event_cannot_be_sealed_with_other_fields_changed():
             "WHERE id = %s",
             [GENESIS, "a" * 64, event.id],
         )
+
+
+# A value other than the stored one for each column the seal must leave alone (SQL, per column).
+CHANGED = {
+    "id": "id + 1000000",
+    "occurred_at": "occurred_at + interval '1 microsecond'" if connection.vendor == "postgresql" else "'2000-01-01'",
+    "actor": "'forged'",
+    "member_code": "'FORGED'",
+    "action": "'forged'",
+    "object_type": "'forged'",
+    "object_id": "'forged'",
+    "subject_token": "'forged'",
+    "outcome": "'denied'",
+    "request_id": "'forged'",
+    "details": "'{\"forged\": 1}'",
+}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("column", sorted(CHANGED))
+def test_a_seal_that_changes_any_other_column_is_refused(column):
+    assert set(CHANGED) == set(IMMUTABLE_COLUMNS)
+    event = audit_write(action="test.x", actor="test", details={"kept": 1})
+    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
+        run_sql(
+            f"UPDATE {AuditEvent._meta.db_table} SET seq = 1, prev_hash = %s, hash = %s, "
+            f"{column} = {CHANGED[column]} WHERE id = %s",
+            [GENESIS, "a" * 64, event.id],
+        )
+    # The same seal with nothing else changed goes through.
+    run_sql(
+        f"UPDATE {AuditEvent._meta.db_table} SET seq = 1, prev_hash = %s, hash = %s WHERE id = %s",
+        [GENESIS, "a" * 64, event.id],
+    )
+    stored = AuditEvent.objects.get(pk=event.pk)
+    assert (stored.seq, stored.actor, stored.details) == (1, "test", {"kept": 1})
+
+
+@pytest.mark.django_db
+def test_a_sealed_event_cannot_be_unsealed_or_resealed():
+    make_events(1)
+    sealing.seal_pending()
+    event = chain()[0]
+    table = AuditEvent._meta.db_table
+    for sql in (
+        f"UPDATE {table} SET seq = NULL, prev_hash = NULL, hash = NULL WHERE id = %s",
+        f"UPDATE {table} SET seq = seq + 1 WHERE id = %s",
+        f"UPDATE {table} SET prev_hash = hash WHERE id = %s",
+    ):
+        with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
+            run_sql(sql, [event.id])
+    assert chain()[0].hash == event.hash
+
+
+@pytest.mark.postgres_only
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL only")
+@pytest.mark.django_db
+def test_on_postgresql_the_seal_is_told_apart_in_the_update_triggers_when_clause():
+    # The PL/pgSQL guard is called only for what it refuses, not once per sealed event.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT tgname, pg_get_triggerdef(oid) FROM pg_trigger WHERE tgrelid = %s::regclass AND NOT tgisinternal",
+            [AuditEvent._meta.db_table],
+        )
+        definitions = dict(cursor.fetchall())
+    assert set(definitions) == {"audit_event_no_update", "audit_event_no_delete", "audit_event_no_truncate"}
+    assert "BEFORE UPDATE ON" in definitions["audit_event_no_update"]
+    assert "WHEN (" in definitions["audit_event_no_update"]
+    assert "BEFORE DELETE ON" in definitions["audit_event_no_delete"]
 
 
 @pytest.mark.django_db
