@@ -13,13 +13,6 @@ wakes, so that a request does not wait for the sealing of its events. That threa
 per wake-up after a short coalescing wait, and wakes itself again while there may be work left
 to it (`_background_pass`; docs/audit.md, docs/performance.md).
 
-Where a sequencer runs (`run_sequencer`, on a thread of `run_worker`: one process that holds a
-session-level advisory lock and seals every SEQUENCER_INTERVAL), after-commit sealing in every
-other process defers to it: one round trip finds the sequencer's lock held, and the pass returns.
-Sealing then happens in one process instead of in every web worker, away from the requests'
-interpreter lock; if the sequencer stops, its lock goes with its connection and after-commit
-sealing takes over again at the next commit.
-
 A lower id that commits after a higher id was sealed simply gets a later position: positions
 are given in sealing order, never taken from the id, and verification follows `seq`.
 """
@@ -55,13 +48,6 @@ CHECKPOINT_INTERVAL = timedelta(seconds=1)
 # How long the sealer thread waits after a wake-up before sealing (start_background_sealer).
 COALESCE_SECONDS = 0.2
 
-# The sequencer's lock: held, session-level, by the one process that seals for all (run_sequencer).
-SEQUENCER_LOCK_KEY = ADVISORY_LOCK_KEY + 1
-# How often the sequencer looks for committed, unsealed events; and how often a standing-by one
-# (another process is the sequencer) tries to take over.
-SEQUENCER_INTERVAL = 0.2
-SEQUENCER_STANDBY_SECONDS = 5.0
-
 # One sealer per process at a time: other threads of the process return without a database round trip.
 _process_lock = threading.Lock()
 _last_checkpoint_monotonic = 0.0
@@ -73,7 +59,6 @@ class SealResult:
     checkpoint: Checkpoint | None = None
     last_seq: int = 0
     busy: bool = False  # another sealer held the lock (only when not waiting)
-    deferred: bool = False  # a sequencer runs: after-commit sealing left the events to it
 
 
 def seal_soon() -> None:
@@ -88,7 +73,7 @@ def seal_soon() -> None:
             finally:
                 _process_lock.release()
             budget -= result.sealed
-            if result.busy or result.deferred:
+            if result.busy:
                 return
             # An event that committed while we held the lock found it busy and left it to us:
             # look once more now the lock is free (whoever takes it next does the same).
@@ -174,16 +159,12 @@ def _background_pass() -> bool:
     """One pass of the sealer thread. True if the thread should look again after its next
     coalescing wait: the pass sealed something, found another sealer holding the lock, or left
     committed events unsealed (a committing thread that found this pass's lock busy left its
-    events to us), or it failed (retried with a growing pause). False when a sequencer runs, which
-    seals by itself. Never raises."""
+    events to us), or it failed (retried with a growing pause). Never raises."""
     global _failures
     try:
         with _process_lock:
             result = _seal(wait=False, checkpoint="interval", max_batches=HOT_PATH_MAX_BATCHES)
-            if result.deferred:  # the sequencer looks every SEQUENCER_INTERVAL by itself
-                again = False
-            else:
-                again = result.busy or result.sealed > 0 or _any_unsealed()
+            again = result.busy or result.sealed > 0 or _any_unsealed()
     except Exception:  # the thread must survive: it retries, and the backstop seals meanwhile
         _failures += 1
         pause = min(MAX_RETRY_SECONDS, 2.0 ** (_failures - 1))
@@ -192,52 +173,6 @@ def _background_pass() -> bool:
         return True
     _failures = 0
     return again
-
-
-def run_sequencer(stop: threading.Event, *, interval: float = SEQUENCER_INTERVAL) -> None:
-    """Be the sequencer until `stop` is set (run_worker runs this on a thread): hold the sequencer's
-    session-level lock and, every `interval` seconds, seal what has committed, signing a checkpoint
-    at most about once a second. While another process is the sequencer, stand by and try to take
-    over every SEQUENCER_STANDBY_SECONDS. Never raises: a failed pass drops the connection (and the
-    lock with it, so after-commit sealing takes over meanwhile) and is retried with a growing pause.
-
-    PostgreSQL only: on SQLite (one machine, a first run) it returns at once, and after-commit
-    sealing and the backstop seal as before."""
-    if connection.vendor != "postgresql":
-        return
-    holding = False
-    failures = 0
-    try:
-        while not stop.is_set():
-            try:
-                if not holding:
-                    holding = _take_sequencer_lock()
-                    if not holding:
-                        stop.wait(SEQUENCER_STANDBY_SECONDS)
-                        continue
-                    logger.info("audit sequencer started: after-commit sealing elsewhere now defers to it")
-                if _any_unsealed():
-                    with _process_lock:
-                        _seal(wait=True, checkpoint="interval", max_batches=None)
-                failures = 0
-            except Exception:
-                failures += 1
-                holding = False
-                pause = min(MAX_RETRY_SECONDS, 2.0 ** (failures - 1))
-                logger.exception("audit sequencer pass failed; retrying in %.0f s", pause)
-                connection.close()  # a session lock goes with its connection
-                stop.wait(pause)
-                continue
-            stop.wait(interval)
-    finally:
-        connection.close()  # releases the sequencer's lock
-
-
-def _take_sequencer_lock() -> bool:
-    """The sequencer's session-level lock, if no other process holds it."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s)", [SEQUENCER_LOCK_KEY])
-        return bool(cursor.fetchone()[0])
 
 
 def seal_pending(*, checkpoint: bool = True) -> SealResult:
@@ -256,10 +191,8 @@ def _seal(*, wait: bool, checkpoint: str, max_batches: int | None) -> SealResult
     batches = 0
     while True:
         with transaction.atomic():
-            got = _lock(wait=wait)
-            if got is not True:
-                result.busy = got is False
-                result.deferred = got is None
+            if not _lock(wait=wait):
+                result.busy = True
                 return result
             sealed, last_seq, last_hash = _seal_batch()
             result.sealed += sealed
@@ -274,23 +207,16 @@ def _seal(*, wait: bool, checkpoint: str, max_batches: int | None) -> SealResult
             return result
 
 
-def _lock(*, wait: bool) -> bool | None:
-    """Take the sealing lock for this transaction: True. Not waiting: False if another sealer holds
-    it, None if a sequencer runs (the caller leaves the events to it; PostgreSQL only)."""
+def _lock(*, wait: bool) -> bool:
     if connection.vendor != "postgresql":
         # SQLite: the process lock is held by the caller, and the transaction (BEGIN IMMEDIATE,
         # see settings) holds the database's write lock, which serialises sealers across processes.
         return True
+    function = "pg_advisory_xact_lock" if wait else "pg_try_advisory_xact_lock"
     with connection.cursor() as cursor:
-        if wait:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ADVISORY_LOCK_KEY])
-            return True
-        # The shared form of the sequencer's lock is refused only while a sequencer holds it.
-        cursor.execute(
-            "SELECT CASE WHEN pg_try_advisory_xact_lock_shared(%s) THEN pg_try_advisory_xact_lock(%s) END",
-            [SEQUENCER_LOCK_KEY, ADVISORY_LOCK_KEY],
-        )
-        return cursor.fetchone()[0]
+        cursor.execute(f"SELECT {function}(%s)", [ADVISORY_LOCK_KEY])
+        row = cursor.fetchone()
+    return wait or bool(row[0])
 
 
 # The sealer's reads, compiled once per database (core/prepared.py): a pass under load seals a

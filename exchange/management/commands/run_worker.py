@@ -1,20 +1,14 @@
 """`run_worker [--once]`: does the queued background work until stopped (or, with --once, until
-the queue is drained): bulk submissions, plus the audit sealing backstop on every round.
-
-Until stopped, it is also the audit sequencer (on a thread): it seals committed events every
-0.2 s, and after-commit sealing in the web workers defers to it (audit/sealing.py, docs/audit.md).
-Of several run_worker processes, one is the sequencer and the others stand by."""
+the queue is drained): bulk submissions, plus the audit sealing backstop on every round."""
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
-from audit import sealing
 from exchange import bulk
 
 logger = logging.getLogger(__name__)
@@ -33,26 +27,13 @@ def _database_backend() -> bool:
 
 
 class Command(BaseCommand):
-    help = "Run background work (bulk submissions, audit sequencer, sealing backstop); --once drains the queue, exits."
+    help = "Run background work (bulk submissions, audit sealing backstop); --once drains the queue and exits."
 
     def add_arguments(self, parser):
         parser.add_argument("--once", action="store_true", help="drain the queue, then exit")
         parser.add_argument("--interval", type=float, default=2.0, help="seconds between rounds when idle")
 
     def handle(self, *args, once: bool, interval: float, verbosity: int, **options):
-        if once:
-            self._rounds(once=True, interval=interval, verbosity=verbosity)
-            return
-        stop = threading.Event()
-        sequencer = threading.Thread(target=sealing.run_sequencer, args=(stop,), name="audit-sequencer", daemon=True)
-        sequencer.start()
-        try:
-            self._rounds(once=False, interval=interval, verbosity=verbosity)
-        finally:
-            stop.set()
-            sequencer.join(timeout=10)
-
-    def _rounds(self, *, once: bool, interval: float, verbosity: int) -> None:
         while True:
             recovered = bulk.submissions_recover()
             if recovered:
