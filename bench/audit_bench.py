@@ -1,16 +1,13 @@
 """Throughput of an audited write against the same write without its audit event (PostgreSQL).
 
     DATABASE_URL=postgres://... .venv/bin/python bench/audit_bench.py [--writers 8] [--seconds 8] [--rounds 2]
-        [--threads] [--path product|transaction|consent] [--seal sequencer|thread|request|none]
+        [--threads] [--path product|transaction|consent] [--seal thread|request|none]
 
 Each write stores one small row like the application's own (a UUID key, a few columns). The plain
 write stores only the row; the audited one stores the row and its audit event as the product does:
 `audit.services.insert_audited`, which on PostgreSQL writes both in one statement (one round trip,
-one commit), then has the event sealed as in production: by the audit sequencer, one process
-beside the writers that seals every 0.2 s (run_worker runs it), while each writer's after-commit
-sealer thread (gunicorn.conf.py) finds it running and defers to it. `--seal thread` leaves the
-sequencer out (a deployment without run_worker): then the writers' own sealer threads seal.
-`--path transaction` is the general form instead: BEGIN,
+one commit), then has the event sealed after commit by the process's sealer thread, as every
+gunicorn worker does (gunicorn.conf.py). `--path transaction` is the general form instead: BEGIN,
 the row through the ORM, `audit_write`, COMMIT, against BEGIN, the row, COMMIT.
 
 The writers are separate processes by default, each with its own connection and its own sealer
@@ -144,11 +141,6 @@ def _writer(audited: bool, path: str, seal: str, ready, stop, report) -> None:
         connection.close()
 
 
-def _sequencer_main(stop) -> None:
-    connection.close()  # the parent's connection is not ours
-    sealing.run_sequencer(stop)
-
-
 def _process_main(audited, path, seal, barrier, stop, counts, index) -> None:
     connection.close()  # the parent's connection is not ours
     if seal == "thread":
@@ -224,11 +216,10 @@ def main() -> None:
     )
     parser.add_argument(
         "--seal",
-        choices=("sequencer", "thread", "request", "none"),
-        default="sequencer",
-        help="sequencer: a sequencer process seals, the writers' sealer threads defer to it (production); "
-        "thread: no sequencer, each writer's sealer thread seals; request: the writer seals after its commit; "
-        "none: nothing seals during the run (diagnosis; the backstop seals at the end)",
+        choices=("thread", "request", "none"),
+        default="thread",
+        help="after commit: wake the sealer thread (production), seal on the writer's thread, or not at all "
+        "(diagnosis; the backstop seals at the end)",
     )
     parser.add_argument("--verify", action="store_true", help="verify the whole chain afterwards")
     args = parser.parse_args()
@@ -250,14 +241,7 @@ def main() -> None:
     sealing.seal_pending()
     before = AuditEvent.objects.count()
     connection.close()
-    writers_seal = "thread" if args.seal == "sequencer" else args.seal
-    sequencer = sequencer_stop = None
-    if args.seal == "sequencer":
-        context = multiprocessing.get_context("fork")
-        sequencer_stop = context.Event()
-        sequencer = context.Process(target=_sequencer_main, args=(sequencer_stop,))
-        sequencer.start()
-    if args.threads and writers_seal == "thread":
+    if args.threads and args.seal == "thread":
         sealing.start_background_sealer()
     if args.threads and args.seal == "none":
         sealing.seal_soon = lambda: None
@@ -272,7 +256,7 @@ def main() -> None:
                 writers=args.writers,
                 seconds=args.seconds,
                 path=args.path,
-                seal=writers_seal,
+                seal=args.seal,
                 threads=args.threads,
             )
             totals[audited][0] += ops
@@ -282,11 +266,8 @@ def main() -> None:
             print(f"round {round_number} {label}: {ops} writes in {elapsed:.1f} s = {ops / elapsed:,.0f}/s", flush=True)
         paired.append(rates[True] / rates[False])
 
-    if args.threads and writers_seal == "thread":
+    if args.threads and args.seal == "thread":
         sealing.stop_background_sealer()
-    if sequencer is not None:
-        sequencer_stop.set()
-        sequencer.join(15)
     unsealed = AuditEvent.objects.filter(seq__isnull=True).count()
     backstop = sealing.seal_pending().sealed
     events = AuditEvent.objects.count() - before
