@@ -11,6 +11,16 @@ from members.models import Member, Scope
 from members.services import api_key_issue, member_create
 
 
+def pytest_collection_modifyitems(config, items):
+    """`@pytest.mark.postgres_only` skips the test on any other database (pytest.ini)."""
+    if connection.vendor == "postgresql":
+        return
+    skip = pytest.mark.skip(reason="PostgreSQL only")
+    for item in items:
+        if item.get_closest_marker("postgres_only"):
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _allow_flush_of_audit_table():
     """Transactional tests end with a flush (TRUNCATE/DELETE of every table), which the

@@ -50,7 +50,6 @@ def normalized(sql: str) -> str:
 
 
 @pytest.mark.postgres_only
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL only")
 @pytest.mark.django_db
 def test_on_postgresql_the_audit_table_has_exactly_the_lean_indexes():
     indexes = pg_indexes()
@@ -61,7 +60,6 @@ def test_on_postgresql_the_audit_table_has_exactly_the_lean_indexes():
 
 
 @pytest.mark.postgres_only
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL only")
 @pytest.mark.django_db
 def test_on_postgresql_each_index_covers_the_expected_columns():
     indexes = {name: normalized(definition) for name, definition in pg_indexes().items()}
@@ -76,7 +74,6 @@ def test_on_postgresql_each_index_covers_the_expected_columns():
 
 
 @pytest.mark.postgres_only
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL only")
 @pytest.mark.django_db
 def test_on_postgresql_seq_is_unique_only_where_it_is_set():
     definition = normalized(pg_indexes()["audit_seq_unique"])
@@ -91,7 +88,6 @@ def test_on_postgresql_seq_is_unique_only_where_it_is_set():
 
 
 @pytest.mark.postgres_only
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL only")
 @pytest.mark.django_db
 def test_on_postgresql_the_append_only_triggers_are_still_there():
     names = {name for (name,) in rows("SELECT tgname FROM pg_trigger WHERE tgrelid = %s::regclass", [T])}

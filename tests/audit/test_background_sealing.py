@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from django.db import connection, connections, transaction
+from django.db import connections, transaction
 
 from audit import sealing
 from audit.models import AuditEvent
@@ -32,7 +32,6 @@ def sealer():
 
 # PostgreSQL only: SQLite's in-memory test database locks whole tables across connections.
 @pytest.mark.postgres_only
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL only")
 @pytest.mark.django_db(transaction=True)
 def test_a_commit_wakes_the_sealer_thread_which_seals_the_events(sealer, monkeypatch):
     on_this_thread = []
@@ -51,7 +50,6 @@ def test_a_commit_wakes_the_sealer_thread_which_seals_the_events(sealer, monkeyp
 
 
 @pytest.mark.postgres_only
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL only")
 @pytest.mark.django_db(transaction=True)
 def test_events_left_while_another_sealer_held_the_lock_are_sealed_without_another_commit(sealer):
     # Another process's sealer holds the lock when this process's event commits: the thread finds
@@ -108,7 +106,6 @@ def _recording(function, calls: list):
 
 
 @pytest.mark.postgres_only
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL only")
 @pytest.mark.django_db(transaction=True)
 def test_the_thread_goes_idle_when_nothing_is_left(sealer, monkeypatch):
     passes = []
@@ -124,7 +121,6 @@ def test_the_thread_goes_idle_when_nothing_is_left(sealer, monkeypatch):
 
 
 @pytest.mark.postgres_only
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL only")
 @pytest.mark.django_db(transaction=True)
 def test_a_failed_pass_is_retried_without_another_commit(sealer, monkeypatch):
     def fail():
@@ -140,7 +136,6 @@ def test_a_failed_pass_is_retried_without_another_commit(sealer, monkeypatch):
 
 
 @pytest.mark.postgres_only
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL only")
 @pytest.mark.django_db(transaction=True)
 def test_a_pass_that_saw_nothing_looks_again_while_committed_events_are_unsealed(sealer, monkeypatch):
     # A pass that read the unsealed events just before another commit (whose own sealer found this

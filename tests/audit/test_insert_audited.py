@@ -195,7 +195,6 @@ def test_in_autocommit_an_auto_increment_primary_key_is_refused_too(bank_a):
 
 
 @pytest.mark.postgres_only
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL only")
 @pytest.mark.django_db(transaction=True)
 def test_on_postgresql_in_autocommit_both_rows_go_in_one_statement(bank_a, monkeypatch):
     seals = []
@@ -216,7 +215,6 @@ def test_on_postgresql_in_autocommit_both_rows_go_in_one_statement(bank_a, monke
 
 
 @pytest.mark.postgres_only
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL only")
 @pytest.mark.django_db(transaction=True)
 def test_on_postgresql_inside_a_transaction_it_takes_the_two_insert_path(bank_a, monkeypatch):
     monkeypatch.setattr(sealing, "seal_after_commit", lambda: None)
@@ -230,7 +228,6 @@ def test_on_postgresql_inside_a_transaction_it_takes_the_two_insert_path(bank_a,
 
 
 @pytest.mark.postgres_only
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL only")
 @pytest.mark.django_db(transaction=True)
 def test_on_postgresql_the_one_statement_is_atomic_a_failing_event_leaves_no_row(bank_a, monkeypatch):
     seals = []
@@ -253,7 +250,6 @@ def test_on_postgresql_the_one_statement_is_atomic_a_failing_event_leaves_no_row
 
 
 @pytest.mark.postgres_only
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL only")
 @pytest.mark.django_db(transaction=True)
 def test_on_postgresql_a_failing_row_leaves_no_event(bank_a):
     consent = new_consent(bank_a.member)
@@ -266,7 +262,6 @@ def test_on_postgresql_a_failing_row_leaves_no_event(bank_a):
 
 
 @pytest.mark.postgres_only
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL only")
 @pytest.mark.django_db(transaction=True)
 def test_on_postgresql_a_duplicate_primary_key_leaves_no_second_event(bank_a):
     consent = new_consent(bank_a.member)

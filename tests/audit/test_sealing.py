@@ -165,7 +165,6 @@ def test_a_sealed_event_cannot_be_unsealed_or_resealed():
 
 
 @pytest.mark.postgres_only
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL only")
 @pytest.mark.django_db
 def test_on_postgresql_the_seal_is_told_apart_in_the_update_triggers_when_clause():
     # The PL/pgSQL guard is called only for what it refuses, not once per sealed event.

@@ -24,7 +24,6 @@ import core.postgresql.base as pg_backend
 
 pytestmark = [
     pytest.mark.postgres_only,
-    pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL only"),
     pytest.mark.django_db(transaction=True),
 ]
 
