@@ -36,13 +36,13 @@ sys.path.insert(0, str(HERE.parents[1]))
 
 from bench.perf.run import (  # noqa: E402 - after the path
     BENCH_ENV,
-    HOT_RELATIONS,
     ROOT,
     Postgres,
     Server,
     gunicorn_defaults,
     log,
     machine,
+    prewarm,
     summarise,
     write_doc,
     wrk,
@@ -70,9 +70,7 @@ class DataSet:
         self.pg.start()
         env = {**os.environ, **BENCH_ENV, "DATABASE_URL": self.pg.url}
         subprocess.run([sys.executable, str(ROOT / "manage.py"), "migrate", "--noinput", "-v0"], check=True, env=env)
-        self.pg.psql("CREATE EXTENSION IF NOT EXISTS pg_prewarm", db="exchange")
-        for relation in HOT_RELATIONS:
-            self.pg.psql(f"SELECT pg_prewarm('{relation}'::regclass)", db="exchange")
+        prewarm(self.pg)
         self.server = Server(env, **gunicorn_defaults())  # the production worker model
         log(f"{self.name}: {self.records:,} records, PostgreSQL port {self.pg.port}, gunicorn port {self.server.port}")
 
