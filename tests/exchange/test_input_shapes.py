@@ -1,0 +1,60 @@
+"""The input serializers copy their declared fields shallowly (StrictSerializer.get_fields) instead
+of DRF's deep copy: the same answers, and no state shared between two requests' serializers."""
+
+import copy
+
+import pytest
+from rest_framework import serializers
+
+from exchange.disputes_api import DisputeInput, ResolveInput
+from exchange.serializers import ConsentInput, InquiryInput, StrictSerializer, WithdrawInput
+
+SHAPES = [InquiryInput, ConsentInput, WithdrawInput, DisputeInput, ResolveInput]
+
+CONSENT = "0b9e6a4e-3c1f-4a55-9d6b-4a1c2b3d4e5f"
+BODIES = [
+    {},
+    {"subject": {"id_type": "national_id", "id_number": "X"}, "consent_id": CONSENT, "purpose": "credit_application"},
+    {"subject": None, "consent_id": "not-a-uuid", "purpose": "shopping"},
+    {"subject": "x", "consent_id": 12, "purpose": 5, "extra": 1},
+    {"consent_id": None, "purpose": ""},
+    {"purpose": "account_review", "channel": "web", "granted_at": "2026-01-02", "expires_at": "x"},
+    {"granted_at": "2026-01-02T03:04:05Z", "expires_at": "2027-01-02T03:04:05Z", "evidence_sha256": "ab" * 32},
+    {"evidence_sha256": "xyz", "channel": "carrier pigeon"},
+    {"reason": "  spaced  "},
+    {"reason": 0},
+    {"reason": "x" * 5000, "note": None, "outcome": "upheld"},
+    {"inquiry_id": "i", "line": -1, "outcome": "nonsense", "note": ""},
+    {"line": "3", "reason": ""},
+]
+
+
+def _deep_copying(shape):
+    """The same shape with DRF's own get_fields (a deep copy of every declared field)."""
+    return type(f"Deep{shape.__name__}", (shape,), {"get_fields": serializers.Serializer.get_fields})
+
+
+def _answer(serializer_class, body):
+    serializer = serializer_class(data=copy.deepcopy(body))
+    if serializer.is_valid():
+        return "valid", dict(serializer.validated_data)
+    return "invalid", serializer.errors
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: s.__name__)
+def test_same_answers_as_drf_deep_copy(shape):
+    for body in BODIES:
+        assert _answer(shape, body) == _answer(_deep_copying(shape), body), body
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: s.__name__)
+def test_each_serializer_binds_its_own_fields(shape):
+    assert issubclass(shape, StrictSerializer)
+    first, second = shape(data={}), shape(data={})
+    for name, declared in shape._declared_fields.items():
+        assert first.fields[name] is not second.fields[name]
+        assert first.fields[name].parent is first
+        assert second.fields[name].parent is second
+        # Binding happened on the copies: the declared field is left unbound.
+        assert declared.field_name is None
+        assert getattr(declared, "parent", None) is None
