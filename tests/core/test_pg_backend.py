@@ -12,6 +12,7 @@ inside the test's transaction).
 
 from __future__ import annotations
 
+import datetime
 import time
 
 import psycopg
@@ -239,3 +240,60 @@ def test_requests_without_queries_do_not_keep_a_connection_counted_as_recently_u
     new_pid, _ = request()  # checked (the dropped connection is found and replaced), not failed
     assert checks == [True, False]
     assert new_pid != old_pid
+
+
+# --- timestamptz values read with psycopg's own loader ---------------------------------------
+
+TIMESTAMPS = [
+    "2026-11-29 03:58:15.157262+00",
+    "2026-01-02 00:00:00+00",
+    "1999-12-31 23:59:59.5+00",
+    "2026-03-29 01:30:00+02",  # a non-UTC literal: PostgreSQL converts it to the session's zone
+    "0001-01-01 00:00:00+00",
+    "9999-12-31 23:59:59.999999+00",
+]
+
+
+def _read(sql, params=()):
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+def test_timestamptz_columns_are_read_by_the_fast_loader_with_the_same_values_as_djangos():
+    connection.ensure_connection()
+    assert connection.connection.info.parameter_status("TimeZone") == "UTC"
+    loader = connection.connection.adapters.get_loader(pg_backend.TIMESTAMPTZ_OID, psycopg.pq.Format.TEXT)
+    assert loader is pg_backend.UtcTimestamptzLoader
+    sql = "SELECT v::timestamptz FROM unnest(%s::text[]) AS v"
+    fast = [row[0] for row in _read(sql, [TIMESTAMPS])]
+    # Django's own loader, registered on one cursor as Django does when the zones disagree.
+    with connection.cursor() as cursor:
+        django_pg.register_tzloader(connection.timezone, cursor.cursor)
+        cursor.execute(sql, [TIMESTAMPS])
+        slow = [row[0] for row in cursor.fetchall()]
+    assert fast == slow
+    assert all(value.tzinfo is slow_value.tzinfo is datetime.UTC for value, slow_value in zip(fast, slow, strict=True))
+    assert fast[3].hour == 23 and fast[3].day == 28  # 01:30+02 is 23:30 UTC the day before
+    assert _read("SELECT NULL::timestamptz") == [(None,)]
+    with pytest.raises(DataError):
+        _read("SELECT 'infinity'::timestamptz")
+
+
+def test_cursors_keep_the_connections_loader_while_the_zones_agree():
+    with connection.cursor() as cursor:
+        loader = cursor.cursor.adapters.get_loader(pg_backend.TIMESTAMPTZ_OID, psycopg.pq.Format.TEXT)
+    assert loader is pg_backend.UtcTimestamptzLoader
+
+
+def test_a_connection_whose_session_is_not_in_utc_keeps_djangos_loader(monkeypatch):
+    monkeypatch.setattr(django_pg.DatabaseWrapper, "timezone_name", "Asia/Shanghai")
+    wrapper = connections.create_connection("default")
+    try:
+        wrapper.ensure_connection()
+        assert wrapper.connection.info.parameter_status("TimeZone") == "Asia/Shanghai"
+        loader = wrapper.connection.adapters.get_loader(pg_backend.TIMESTAMPTZ_OID, psycopg.pq.Format.TEXT)
+        assert loader is not pg_backend.UtcTimestamptzLoader
+        assert loader.timezone is datetime.UTC  # Django's, from its adapters template
+    finally:
+        wrapper.close()
