@@ -11,7 +11,7 @@ from django.utils import timezone
 from audit.models import AuditEvent, Outcome
 from audit.triggers import IMMUTABLE_COLUMNS
 from core.context import current_request_id
-from core.prepared import insert_one, insert_params, insert_statement, mark_saved
+from core.prepared import default_connection, insert_one, insert_params, insert_statement, mark_saved
 
 # Keys that must never be stored in an event's details, whatever a caller passes.
 _FORBIDDEN_DETAIL_KEYS = frozenset(
@@ -66,13 +66,13 @@ def _event_insert_sql() -> str:
     """`INSERT INTO audit (the inserted columns) VALUES (...) RETURNING id`, on the statement
     `core/prepared.insert_statement` builds once per database."""
     sql, _columns, auto = insert_statement(AuditEvent, _INSERTED)
-    return f"{sql} RETURNING {connection.ops.quote_name(auto.column)}"
+    return f"{sql} RETURNING {default_connection().ops.quote_name(auto.column)}"
 
 
 def _params(fields: dict[str, Any]) -> list:
     """The values as the model's fields would send them (the same adapters the ORM calls for a
     DateTimeField and a JSONField), without the ORM's per-field work: this runs on every request."""
-    ops = connection.ops
+    ops = default_connection().ops
     return [
         ops.adapt_datetimefield_value(fields["occurred_at"]),
         *(fields[name] for name in _INSERTED[1:-1]),
@@ -146,6 +146,7 @@ def insert_audited(
         subject_token=subject_token,
         details=details,
     )
+    connection = default_connection()
     if connection.vendor != "postgresql" or not connection.get_autocommit():  # False in any atomic block
         with transaction.atomic():
             insert_one(instance)

@@ -13,13 +13,13 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
 from audit.models import Outcome
 from audit.services import audit_write, insert_audited, seal_on_commit
-from core.prepared import PreparedQuery
+from core.prepared import PreparedQuery, default_connection
 from core.problems import Forbidden, Invalid, NotFound
 from core.tokens import blind_index
 from exchange.models import (
@@ -422,6 +422,7 @@ def _report_rows(*, member: Member, subject_token: str, now: datetime) -> tuple[
     The counts are one aggregate row, LEFT JOINed to the records so that a subject without
     records still gets its counts; the records part is the ORM's `visible_for_inquiry`.
     """
+    connection = default_connection()
     records_sql, records_params = _VISIBLE_RECORDS.bind(token=subject_token, now=now)
     ops = connection.ops
     at = ops.adapt_datetimefield_value
@@ -449,7 +450,8 @@ def _report_rows(*, member: Member, subject_token: str, now: datetime) -> tuple[
     width = len(_LINE_FIELDS)
     counts = dict(zip(_COUNT_FIELDS, (n or 0 for n in found[0][width:]), strict=True))
     # A subject without records has one row: its counts, with NULL record columns.
-    rows = [dict(zip(_LINE_FIELDS, row, strict=False)) for row in _VISIBLE_RECORDS.convert(found) if row[0] is not None]
+    converted = _VISIBLE_RECORDS.convert(found, connection)
+    rows = [dict(zip(_LINE_FIELDS, row, strict=False)) for row in converted if row[0] is not None]
     return rows, counts
 
 
