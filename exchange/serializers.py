@@ -11,17 +11,25 @@ from exchange.models import Channel, Purpose, RecordStatus
 from exchange.validation import format_money
 
 
+def _has_children(field) -> bool:
+    """A nested serializer, or a list or dict field: its child is bound to it, so it needs DRF's deep copy."""
+    return isinstance(field, serializers.BaseSerializer) or hasattr(field, "child")
+
+
 class StrictSerializer(serializers.Serializer):
     """Refuses fields it does not know, so that a typo is an error rather than silently ignored.
 
-    For flat input shapes only (no nested serializers): each instance gets a shallow copy of the
-    declared fields, which binding then gives their name and parent. DRF's default deep copy
-    builds every field again from its arguments, most of the validation's cost on the inquiry's
-    hot path.
+    Each instance gets a shallow copy of each flat declared field, which binding then gives its
+    name and parent; DRF's default deep copy builds every field again from its arguments, most of
+    the validation's cost on the inquiry's hot path. Fields with children (nested serializers,
+    list and dict fields) are still deep-copied.
     """
 
     def get_fields(self):
-        return {name: copy.copy(field) for name, field in self._declared_fields.items()}
+        return {
+            name: copy.deepcopy(field) if _has_children(field) else copy.copy(field)
+            for name, field in self._declared_fields.items()
+        }
 
     def to_internal_value(self, data):
         if isinstance(data, dict):

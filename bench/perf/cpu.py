@@ -80,8 +80,11 @@ def child(folder: Path, kinds: list[str]) -> None:
         if key != "-":
             environ["HTTP_AUTHORIZATION"] = f"Bearer {key}"
         status = []
-        body_parts = app(environ, lambda s, headers, exc_info=None: status.append(s))
-        b"".join(body_parts)
+        response = app(environ, lambda s, headers, exc_info=None: status.append(s))
+        try:
+            b"".join(response)
+        finally:
+            response.close()  # sends request_finished, as a WSGI server does
         if not status or not status[0].startswith("200"):
             raise SystemExit(f"{kind}: {status[0] if status else 'no status'}")
 
@@ -116,7 +119,7 @@ class Tree:
             env={**os.environ, "BENCH_DATABASE_URL": url, "PYTHONPATH": str(path), "PYTHONMALLOC": "malloc"},
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL if instructions else None,
+            stderr=subprocess.DEVNULL if instructions else None,  # valgrind's chatter
             text=True,
         )
         if self.process.stdout.readline().strip() != "ready":
@@ -128,7 +131,10 @@ class Tree:
             subprocess.run(["callgrind_control", "--zero", str(self.process.pid)], capture_output=True, check=True)
         self.process.stdin.write(f"{kind} {count}\n")
         self.process.stdin.flush()
-        seconds = float(self.process.stdout.readline())
+        answer = self.process.stdout.readline()
+        if not answer:
+            raise SystemExit(f"{self.path}: the serving process stopped (exit code {self.process.wait()})")
+        seconds = float(answer)
         if not self.instructions:
             return seconds / count
         subprocess.run(["callgrind_control", "--dump", str(self.process.pid)], capture_output=True, check=True)

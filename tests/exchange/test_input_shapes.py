@@ -58,3 +58,28 @@ def test_each_serializer_binds_its_own_fields(shape):
         # Binding happened on the copies: the declared field is left unbound.
         assert declared.field_name is None
         assert getattr(declared, "parent", None) is None
+
+
+class _Nested(serializers.Serializer):
+    code = serializers.CharField()
+
+
+class _WithChildren(StrictSerializer):
+    tags = serializers.ListField(child=serializers.CharField(max_length=3))
+    nested = _Nested()
+    name = serializers.CharField()
+
+
+def test_fields_with_children_are_still_deep_copied():
+    first, second = _WithChildren(data={}), _WithChildren(data={})
+    assert first.fields["tags"].child is not second.fields["tags"].child
+    assert first.fields["tags"].child.parent is first.fields["tags"]
+    assert first.fields["nested"] is not second.fields["nested"]
+    assert first.fields["nested"].fields["code"].root is first
+    body = {"tags": ["abcd"], "nested": {}, "name": "x"}
+    assert _answer(_WithChildren, body) == _answer(_deep_copying(_WithChildren), body)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: s.__name__)
+def test_unknown_fields_are_refused(shape):
+    assert _answer(shape, {"no_such_field": 1}) == ("invalid", {"no_such_field": ["is not a known field"]})
