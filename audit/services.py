@@ -63,10 +63,9 @@ def _fields(
 
 
 def _event_insert_sql() -> str:
-    """`INSERT INTO audit (the inserted columns) VALUES (...) RETURNING id`, on the statement
-    `core/prepared.insert_statement` builds once per database."""
-    sql, _columns, auto = insert_statement(AuditEvent, _INSERTED)
-    return f"{sql} RETURNING {default_connection().ops.quote_name(auto.column)}"
+    """`INSERT INTO audit (the inserted columns) VALUES (...) RETURNING id`, built once per database
+    (`core/prepared.insert_statement`)."""
+    return insert_statement(AuditEvent, _INSERTED)[0]
 
 
 def _params(fields: dict[str, Any]) -> list:

@@ -115,7 +115,8 @@ _insert_statements: dict[tuple, tuple[str, list[Field], Field | None]] = {}
 def insert_statement(model: type[Model], names: tuple[str, ...] | None = None) -> tuple[str, list[Field], Field | None]:
     """(`INSERT INTO table (columns) VALUES (%s, ...)`, the fields in column order, the auto field
     or None) for `model` on the current database, built once: every concrete field but the auto
-    one, or only the fields `names` (the others take their database default, e.g. NULL)."""
+    one, or only the fields `names` (the others take their database default, e.g. NULL). With an
+    auto field the statement ends in `RETURNING` its column, so it returns the new row's id."""
     connection = default_connection()
     key = (model, names, connection.alias, connection.vendor)
     statement = _insert_statements.get(key)
@@ -131,6 +132,8 @@ def insert_statement(model: type[Model], names: tuple[str, ...] | None = None) -
             f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "  # noqa: S608 - model names
             f"VALUES ({', '.join(['%s'] * len(fields))})"
         )
+        if auto is not None:
+            sql += f" RETURNING {quote(auto.column)}"
         statement = _insert_statements[key] = (sql, fields, auto)
     return statement
 
@@ -154,12 +157,8 @@ def insert_one(instance: Model) -> Model:
     sent (the hot path's models have no receivers)."""
     sql, fields, auto = insert_statement(type(instance))
     params = insert_params(instance, fields)
-    connection = default_connection()
-    quote = connection.ops.quote_name
-    with connection.cursor() as cursor:
+    with default_connection().cursor() as cursor:
+        cursor.execute(sql, params)
         if auto is not None:
-            cursor.execute(f"{sql} RETURNING {quote(auto.column)}", params)
             setattr(instance, auto.attname, cursor.fetchone()[0])
-        else:
-            cursor.execute(sql, params)
     return mark_saved(instance)
