@@ -36,7 +36,7 @@ def test_readiness_is_503_when_the_database_is_unreachable(client, monkeypatch):
 
 
 def test_an_api_call_is_503_when_the_database_fails(bank_a, monkeypatch):
-    from exchange import api
+    from exchange.api import records as api
 
     def broken(*args, **kwargs):
         raise OperationalError("server closed the connection unexpectedly")

@@ -1,13 +1,16 @@
-"""The input serializers copy their declared fields shallowly (StrictSerializer.get_fields) instead
-of DRF's deep copy: the same answers, and no state shared between two requests' serializers."""
+"""The input serializers (StrictSerializer) answer as DRF's own field copying does, refuse unknown
+fields, and share no state between two requests' serializers."""
 
 import copy
 
 import pytest
 from rest_framework import serializers
 
-from exchange.disputes_api import DisputeInput, ResolveInput
-from exchange.serializers import ConsentInput, InquiryInput, StrictSerializer, WithdrawInput
+from exchange.api.base import StrictSerializer
+from exchange.api.consents import ConsentInput
+from exchange.api.disputes import DisputeInput, ResolveInput
+from exchange.api.inquiries import InquiryInput
+from exchange.api.records import WithdrawInput
 
 SHAPES = [InquiryInput, ConsentInput, WithdrawInput, DisputeInput, ResolveInput]
 

@@ -337,8 +337,7 @@ def test_no_identifier_name_or_reference_is_in_the_database(bank_a):
 
 
 def test_the_inquiry_answer_is_what_the_output_serializer_gives(bank_a, bank_b):
-    from exchange.api import inquiry_body
-    from exchange.serializers import InquiryOutput
+    from exchange.api.inquiries import InquiryOutput, inquiry_body
 
     consent_id = grant(bank_a, 1)
     submit(bank_b, record("B-0", 1), record("B-1", 1, status="settled", settled_on="2026-09-01"))

@@ -1,7 +1,7 @@
 """The member API for bulk submissions: stream a file to storage, read its status and its errors.
 
 The upload is never parsed by DRF nor held in memory: the body is read in blocks from the WSGI
-stream straight into a file (see exchange/bulk.py for what happens next).
+stream straight into a file (see exchange/bulk/ for what happens next).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from audit.models import Outcome
 from audit.services import audit_write
 from core.problems import ApiError, Malformed, NotFound, PayloadTooLarge
 from exchange import bulk, services
-from exchange.api import MemberView
+from exchange.api.base import MemberView
 from exchange.models import Submission, SubmissionError, SubmissionStatus
 from members.models import Scope
 

@@ -14,11 +14,10 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 
 from core.pagination import CursorPage
-from core.problems import Forbidden, Invalid
+from core.problems import Forbidden
 from exchange import disputes as services
-from exchange.api import MemberView
+from exchange.api.base import MemberView, StrictSerializer, TextField, field_error
 from exchange.models import DisputeOutcome, DisputeStatus
-from exchange.serializers import StrictSerializer, TextField
 from exchange.services import audit_denied as deny
 from exchange.services import audit_read
 from members.models import Scope
@@ -83,10 +82,6 @@ class DisputePage(CursorPage):
 # --- views -----------------------------------------------------------------------------------
 
 
-def _invalid(field: str, message: str) -> Invalid:
-    return Invalid([{"index": None, "field": field, "message": message}])
-
-
 class DisputeViewMixin(MemberView):
     @property
     def roles(self) -> services.Roles:
@@ -130,7 +125,7 @@ class DisputeListCreateView(DisputeViewMixin):
         role = params.get("role")
         if role is not None:
             if role not in ("to_answer", "filed"):
-                raise _invalid("role", "must be one of to_answer, filed")
+                raise field_error("role", "must be one of to_answer, filed")
             scope = Scope.SUBMIT if role == "to_answer" else Scope.QUERY
             if scope not in request.auth.scope_list:
                 deny(self.caller, "dispute.list", "scope_required", role=role)
@@ -139,7 +134,7 @@ class DisputeListCreateView(DisputeViewMixin):
         queryset = services.disputes_visible(caller=self.caller, roles=roles)
         if "status" in params:
             if params["status"] not in DisputeStatus.values:
-                raise _invalid("status", f"must be one of {', '.join(DisputeStatus.values)}")
+                raise field_error("status", f"must be one of {', '.join(DisputeStatus.values)}")
             queryset = queryset.filter(status=params["status"])
         paginator = DisputePage()
         page = paginator.paginate_queryset(queryset, request, view=self)

@@ -1,0 +1,138 @@
+"""`/api/v1/inquiries` (scope `query`): a borrower's multi-lender summary, under an active consent."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.fields import DateTimeField
+from rest_framework.response import Response
+
+from exchange import services
+from exchange.api.base import IDEMPOTENCY_HEADER, MemberView, StrictSerializer, SubjectField
+from exchange.idempotency import idempotent
+from exchange.models import Inquiry, Purpose
+from members.models import Scope
+
+# --- shapes ----------------------------------------------------------------------------------
+
+
+class InquiryInput(StrictSerializer):
+    subject = SubjectField()
+    consent_id = serializers.UUIDField()
+    purpose = serializers.ChoiceField(choices=Purpose.choices)
+
+
+class MoneyOutput(serializers.Serializer):
+    currency = serializers.CharField()
+    amount = serializers.CharField()
+
+
+class SummaryOutput(serializers.Serializer):
+    open_delinquencies = serializers.IntegerField()
+    institutions_with_open = serializers.IntegerField()
+    worst_days_past_due = serializers.IntegerField()
+    total_amount_overdue = MoneyOutput(many=True)
+    settled_count = serializers.IntegerField()
+    written_off_count = serializers.IntegerField()
+    max_days_past_due_24m = serializers.IntegerField()
+    last_delinquent_since = serializers.DateField(allow_null=True)
+    disputed_count = serializers.IntegerField()
+
+
+class LineOutput(serializers.Serializer):
+    line = serializers.IntegerField()
+    product = serializers.CharField()
+    status = serializers.CharField()
+    days_past_due = serializers.IntegerField()
+    currency = serializers.CharField()
+    amount_overdue = serializers.CharField()
+    opened_on = serializers.DateField()
+    delinquent_since = serializers.DateField()
+    as_of = serializers.DateField()
+    settled_on = serializers.DateField(allow_null=True)
+    disputed = serializers.BooleanField()
+    reported_by_you = serializers.BooleanField()
+
+
+class InquiryCountsOutput(serializers.Serializer):
+    last_7_days = serializers.IntegerField()
+    last_30_days = serializers.IntegerField()
+    last_90_days = serializers.IntegerField()
+    institutions_last_90_days = serializers.IntegerField()
+
+
+class InquiryOutput(serializers.Serializer):
+    """The stored report, as answered when the inquiry was made."""
+
+    id = serializers.UUIDField()
+    created_at = serializers.DateTimeField()
+    purpose = serializers.CharField()
+    consent_id = serializers.UUIDField(allow_null=True)
+    subject_found = serializers.BooleanField(source="result.subject_found")
+    summary = SummaryOutput(source="result.summary")
+    records = LineOutput(many=True, source="result.records")
+    inquiries = InquiryCountsOutput(source="result.inquiries")
+
+
+_DATETIME = DateTimeField()
+
+
+def inquiry_body(inquiry: Inquiry) -> dict:
+    """`InquiryOutput(inquiry).data` for a fresh inquiry: the stored result is already in its
+    output form, so only the envelope is rendered (tests hold the two equal)."""
+    result = inquiry.result
+    return {
+        "id": str(inquiry.id),
+        "created_at": _DATETIME.to_representation(inquiry.created_at),
+        "purpose": inquiry.purpose,
+        "consent_id": str(inquiry.consent_id) if inquiry.consent_id else None,
+        "subject_found": result["subject_found"],
+        "summary": result["summary"],
+        "records": result["records"],
+        "inquiries": result["inquiries"],
+    }
+
+
+# --- views -----------------------------------------------------------------------------------
+
+
+class InquiryListCreateView(MemberView):
+    required_scope = Scope.QUERY
+    audit_name = "inquiries"
+
+    @extend_schema(summary="List your inquiries", responses=InquiryOutput(many=True))
+    def get(self, request):
+        page, respond = self.paginate(Inquiry.objects.filter(member=request.user), InquiryOutput)
+        services.audit_read(self.caller, "inquiry.list", count=len(page))
+        return respond()
+
+    @extend_schema(
+        summary="Query a borrower's summary (needs an active consent)",
+        request=InquiryInput,
+        responses={200: InquiryOutput},
+        parameters=[IDEMPOTENCY_HEADER],
+    )
+    def post(self, request):
+        return idempotent(request, request.user, lambda: self._inquire(request))
+
+    def _inquire(self, request):
+        data = self.validated(InquiryInput)
+        inquiry = services.inquiry_create(caller=self.caller, **data)
+        return Response(inquiry_body(inquiry), status=status.HTTP_200_OK)
+
+
+class InquiryDetailView(MemberView):
+    required_scope = Scope.QUERY
+    audit_name = "inquiry"
+
+    @extend_schema(summary="One of your inquiries, as answered", responses=InquiryOutput)
+    def get(self, request, inquiry_id):
+        inquiry = services.inquiry_get(caller=self.caller, inquiry_id=inquiry_id)
+        services.audit_read(
+            self.caller,
+            "inquiry.read",
+            object_type="inquiry",
+            object_id=inquiry.pk,
+            subject_token=inquiry.subject_token,
+        )
+        return Response(InquiryOutput(inquiry).data)
