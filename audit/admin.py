@@ -16,6 +16,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 
+from audit.actors import staff_actor
 from audit.chain import EXPORT_FIELDS
 from audit.export import FORMATS, ExportError, export_events, manifest_path
 from audit.models import AuditEvent, Checkpoint, Outcome
@@ -23,10 +24,6 @@ from audit.services import audit_write
 from audit.verify import chain_status, verify_chain
 
 EXPORT_PERMISSION = "audit.export_auditevent"
-
-
-def admin_actor(request: HttpRequest) -> str:
-    return f"admin:{request.user.get_username()}"[:120]
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -75,7 +72,9 @@ class AuditEventAdmin(ReadOnlyAdmin):
         if request.method == "GET" and self.has_view_permission(request):
             # Browsing the log reads it: that too leaves a trace.
             with transaction.atomic():
-                audit_write(action="audit.browse", actor=admin_actor(request), object_type="audit_event")
+                audit_write(
+                    action="audit.browse", actor=staff_actor(request.user.get_username()), object_type="audit_event"
+                )
         extra_context = {
             **(extra_context or {}),
             "chain_status": chain_status(),
@@ -93,7 +92,7 @@ class AuditEventAdmin(ReadOnlyAdmin):
         with transaction.atomic():
             audit_write(
                 action="audit.verify",
-                actor=admin_actor(request),
+                actor=staff_actor(request.user.get_username()),
                 outcome=Outcome.OK if report.ok else Outcome.ERROR,
                 details={"events": report.events, "checkpoints": report.checkpoints},
             )
@@ -135,7 +134,7 @@ class AuditEventAdmin(ReadOnlyAdmin):
                 since=data["since"].isoformat() if data["since"] else None,
                 until=data["until"].isoformat() if data["until"] else None,
                 member=data["member"] or None,
-                actor=admin_actor(request),
+                actor=staff_actor(request.user.get_username()),
             )
             with zipfile.ZipFile(bundle, "w", compression=zipfile.ZIP_DEFLATED) as archive:
                 archive.write(output, arcname=name)

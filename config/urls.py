@@ -5,8 +5,8 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from core import views as core_views
-from exchange.admin_reports import borrower_report_urls
-from exchange.dashboard import dashboard_urls
+from exchange.admin.dashboard import dashboard_urls
+from exchange.admin.reports import borrower_report_urls
 
 urlpatterns = [
     path("healthz", core_views.healthz, name="healthz"),

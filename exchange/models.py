@@ -7,8 +7,9 @@ by token (see docs/scaling.md); no table holds a raw identifier.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import models
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
@@ -160,6 +161,13 @@ class Record(RecordData):
     @property
     def withdrawn(self) -> bool:
         return self.withdrawn_at is not None
+
+
+def reciprocity_cutoff(now: datetime) -> datetime | None:
+    """The reciprocity rule: a member may query only if it furnished a record version at or after
+    this moment (EXCHANGE_RECIPROCITY_DAYS before `now`). None when the rule is off."""
+    days = settings.EXCHANGE_RECIPROCITY_DAYS
+    return now - timedelta(days=days) if days > 0 else None
 
 
 class RecordVersion(RecordData):

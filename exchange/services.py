@@ -29,6 +29,7 @@ from exchange.models import (
     Record,
     RecordStatus,
     RecordVersion,
+    reciprocity_cutoff,
 )
 from exchange.validation import ParsedRecord, RecordErrors, format_money, parse_record, parse_subject
 from members.models import Member
@@ -456,10 +457,11 @@ def _report_rows(*, member: Member, subject_token: str, now: datetime) -> tuple[
 
 
 def _check_reciprocity(caller: Caller, token: str, now: datetime) -> None:
-    days = settings.EXCHANGE_RECIPROCITY_DAYS
-    if days <= 0:
+    cutoff = reciprocity_cutoff(now)
+    if cutoff is None:
         return
-    if not RecordVersion.objects.filter(member=caller.member, created_at__gte=now - timedelta(days=days)).exists():
+    if not RecordVersion.objects.filter(member=caller.member, created_at__gte=cutoff).exists():
+        days = settings.EXCHANGE_RECIPROCITY_DAYS
         audit_denied(caller, "inquiry.create", "reciprocity_required", subject_token=token, days=days)
         raise Forbidden(
             "reciprocity_required",

@@ -3,43 +3,20 @@ is audited like the same change made from the command line."""
 
 from __future__ import annotations
 
-from datetime import timedelta
-
-from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
-from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery, Value
-from django.db.models.functions import Coalesce
+from django.db.models import OuterRef, QuerySet, Subquery
 from django.utils import timezone
 from django.utils.formats import date_format
-from django.utils.html import format_html
-from django.utils.safestring import mark_safe
 
-from exchange.models import Inquiry, Record, RecordVersion
+from audit.actors import staff_actor
 from members.models import ApiKey, Member, MemberStatus, Scope
-from members.services import api_key_issue, api_key_revoke, member_create, member_set_status
+from members.services import api_key_issue, api_key_revoke, member_create, member_set_status, member_update
 
 
-def staff_actor(request) -> str:
-    return f"staff:{request.user.get_username()}"
-
-
-def _count_of(queryset: QuerySet) -> Coalesce:
-    """A per-member count as a correlated subquery: one per column, so counts never multiply the
-    way several joined Count()s would, and the list costs one query whatever its length."""
-    counted = queryset.filter(member=OuterRef("pk")).order_by().values("member").annotate(n=Count("*")).values("n")
-    return Coalesce(Subquery(counted, output_field=IntegerField()), Value(0))
-
-
-def members_with_activity(queryset: QuerySet[Member]) -> QuerySet[Member]:
-    """Members annotated with what they did: records furnished (current), inquiries made, their
-    newest furnished version (the reciprocity rule's clock) and the last use of any of their keys."""
+def members_with_key_use(queryset: QuerySet[Member]) -> QuerySet[Member]:
+    """Members annotated with the last use of any of their keys."""
     return queryset.annotate(
-        records_furnished=_count_of(Record.objects.all()),
-        inquiries_made=_count_of(Inquiry.objects.all()),
-        last_furnished_at=Subquery(
-            RecordVersion.objects.filter(member=OuterRef("pk")).order_by("-created_at").values("created_at")[:1]
-        ),
         last_key_use=Subquery(
             ApiKey.objects.filter(member=OuterRef("pk"), last_used_at__isnull=False)
             .order_by("-last_used_at")
@@ -48,68 +25,25 @@ def members_with_activity(queryset: QuerySet[Member]) -> QuerySet[Member]:
     )
 
 
-def _when(moment) -> str:
+def when(moment) -> str:
     # Formatted here: the change page shows a callable's value as it is (list pages would format it).
     return date_format(timezone.localtime(moment), "DATETIME_FORMAT") if moment else "never"
 
 
 @admin.register(Member)
 class MemberAdmin(admin.ModelAdmin):
-    list_display = (
-        "code",
-        "name",
-        "kind",
-        "status",
-        "records_furnished",
-        "inquiries_made",
-        "last_furnished",
-        "last_key_use",
-        "reciprocity",
-        "created_at",
-    )
+    list_display = ("code", "name", "kind", "status", "last_key_use", "created_at")
     list_filter = ("status", "kind")
     search_fields = ("code", "name")
-    readonly_fields = (
-        "status",
-        "records_furnished",
-        "inquiries_made",
-        "last_furnished",
-        "last_key_use",
-        "reciprocity",
-        "created_at",
-        "updated_at",
-    )
+    readonly_fields = ("status", "last_key_use", "created_at", "updated_at")
     actions = ("issue_key", "suspend", "reactivate")
 
     def get_queryset(self, request):
-        return members_with_activity(super().get_queryset(request))
-
-    @admin.display(description="records furnished", ordering="records_furnished")
-    def records_furnished(self, obj: Member) -> int:
-        return getattr(obj, "records_furnished", 0)
-
-    @admin.display(description="inquiries made", ordering="inquiries_made")
-    def inquiries_made(self, obj: Member) -> int:
-        return getattr(obj, "inquiries_made", 0)
-
-    @admin.display(description="last furnished", ordering="last_furnished_at")
-    def last_furnished(self, obj: Member) -> str:
-        return _when(getattr(obj, "last_furnished_at", None))
+        return members_with_key_use(super().get_queryset(request))
 
     @admin.display(description="last key use", ordering="last_key_use")
     def last_key_use(self, obj: Member) -> str:
-        return _when(getattr(obj, "last_key_use", None))
-
-    @admin.display(description="reciprocity")
-    def reciprocity(self, obj: Member) -> str:
-        """Whether the member may query under EXCHANGE_RECIPROCITY_DAYS (furnished a record lately)."""
-        days = settings.EXCHANGE_RECIPROCITY_DAYS
-        if days <= 0:
-            return "rule off"
-        last = getattr(obj, "last_furnished_at", None)
-        if last is not None and last >= timezone.now() - timedelta(days=days):
-            return format_html('<span style="color:#2e7d32">✓ furnished within {} days</span>', days)
-        return mark_safe('<span style="color:#c62828;font-weight:bold">✗ may not query</span>')
+        return when(getattr(obj, "last_key_use", None))
 
     def get_readonly_fields(self, request, obj=None):
         # The code is the member's stable identity: fixed once created.
@@ -120,20 +54,15 @@ class MemberAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         if change:
-            obj.save(update_fields=["name", "kind", "updated_at"])
-            from audit.services import audit_write
-
-            audit_write(
-                action="member.update",
-                actor=staff_actor(request),
-                member_code=obj.code,
-                object_type="member",
-                object_id=obj.pk,
-                details={"fields": sorted(form.changed_data)},
-            )
+            try:
+                member_update(member=obj, name=obj.name, kind=obj.kind, actor=staff_actor(request.user.get_username()))
+            except ValidationError as exc:
+                self.message_user(request, "; ".join(exc.messages), messages.ERROR)
             return
         try:
-            member, _key, full = member_create(code=obj.code, name=obj.name, kind=obj.kind, actor=staff_actor(request))
+            member, _key, full = member_create(
+                code=obj.code, name=obj.name, kind=obj.kind, actor=staff_actor(request.user.get_username())
+            )
         except ValidationError as exc:
             self.message_user(request, "; ".join(exc.messages), messages.ERROR)
             return
@@ -147,18 +76,22 @@ class MemberAdmin(admin.ModelAdmin):
     @admin.action(description="Issue a new API key (both scopes) and show it once", permissions=["change"])
     def issue_key(self, request, queryset):
         for member in queryset:
-            _key, full = api_key_issue(member=member, scopes=[Scope.SUBMIT, Scope.QUERY], actor=staff_actor(request))
+            _key, full = api_key_issue(
+                member=member, scopes=[Scope.SUBMIT, Scope.QUERY], actor=staff_actor(request.user.get_username())
+            )
             self.message_user(request, f"New key for {member.code}, shown only now: {full}", messages.WARNING)
 
     @admin.action(description="Suspend the selected members", permissions=["change"])
     def suspend(self, request, queryset):
         for member in queryset:
-            member_set_status(member=member, status=MemberStatus.SUSPENDED, actor=staff_actor(request))
+            member_set_status(
+                member=member, status=MemberStatus.SUSPENDED, actor=staff_actor(request.user.get_username())
+            )
 
     @admin.action(description="Reactivate the selected members", permissions=["change"])
     def reactivate(self, request, queryset):
         for member in queryset:
-            member_set_status(member=member, status=MemberStatus.ACTIVE, actor=staff_actor(request))
+            member_set_status(member=member, status=MemberStatus.ACTIVE, actor=staff_actor(request.user.get_username()))
 
 
 @admin.register(ApiKey)
@@ -179,5 +112,5 @@ class ApiKeyAdmin(admin.ModelAdmin):
     @admin.action(description="Revoke the selected keys now", permissions=["change"])
     def revoke(self, request, queryset):
         for key in queryset:
-            api_key_revoke(key=key, actor=staff_actor(request))
+            api_key_revoke(key=key, actor=staff_actor(request.user.get_username()))
         self.message_user(request, f"{queryset.count()} key(s) revoked.")

@@ -112,8 +112,3 @@ class ApiKey(models.Model):
         if self.expires_at and self.expires_at <= timezone.now():
             return "expired"
         return "active"
-
-
-def api_actor(member: Member, key: ApiKey | None) -> str:
-    """The audit actor of an API call: member code and key prefix, never the key."""
-    return f"member:{member.code}/key:{key.prefix}" if key else f"member:{member.code}"

@@ -8,6 +8,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from audit.actions import Action
 from audit.services import audit_write
 from members.keys import new_key
 from members.models import ApiKey, Member, MemberKind, MemberStatus, Scope
@@ -36,7 +37,7 @@ def api_key_issue(
         expires_at=timezone.now() + timedelta(days=expires_days) if expires_days else None,
     )
     audit_write(
-        action="api_key.issue",
+        action=Action.API_KEY_ISSUE,
         actor=actor,
         member_code=member.code,
         object_type="api_key",
@@ -61,7 +62,7 @@ def member_create(*, code: str, name: str, kind: str = MemberKind.OTHER, actor: 
     member.full_clean()
     member.save()
     audit_write(
-        action="member.create",
+        action=Action.MEMBER_CREATE,
         actor=actor,
         member_code=member.code,
         object_type="member",
@@ -79,7 +80,7 @@ def api_key_revoke(*, key: ApiKey, actor: str) -> ApiKey:
         key.revoked_at = timezone.now()
         key.save(update_fields=["revoked_at"])
     audit_write(
-        action="api_key.revoke",
+        action=Action.API_KEY_REVOKE,
         actor=actor,
         member_code=key.member.code,
         object_type="api_key",
@@ -98,11 +99,35 @@ def member_set_status(*, member: Member, status: str, actor: str) -> Member:
     member.status = status
     member.save(update_fields=["status", "updated_at"])
     audit_write(
-        action="member.set_status",
+        action=Action.MEMBER_SET_STATUS,
         actor=actor,
         member_code=member.code,
         object_type="member",
         object_id=member.id,
         details={"from": previous, "to": status},
+    )
+    return member
+
+
+@transaction.atomic
+def member_update(*, member: Member, name: str, kind: str, actor: str) -> Member:
+    """Change a member's display name or kind (its code is its identity and never changes)."""
+    if kind not in MemberKind.values:
+        raise ValidationError(f"kind must be one of {', '.join(MemberKind.values)}")
+    if not name.strip():
+        raise ValidationError("name must not be empty")
+    member = Member.objects.select_for_update().get(pk=member.pk)
+    changed = sorted(
+        field for field, value in (("name", name.strip()), ("kind", kind)) if getattr(member, field) != value
+    )
+    member.name, member.kind = name.strip(), kind
+    member.save(update_fields=["name", "kind", "updated_at"])
+    audit_write(
+        action=Action.MEMBER_UPDATE,
+        actor=actor,
+        member_code=member.code,
+        object_type="member",
+        object_id=member.id,
+        details={"fields": changed},
     )
     return member

@@ -15,6 +15,7 @@ from django.contrib.auth.signals import user_login_failed
 from django.db import transaction
 from django.dispatch import receiver
 
+from audit.actors import staff_actor
 from audit.models import Outcome
 from audit.services import audit_write
 
@@ -44,7 +45,7 @@ def _audit(action: str, credentials: dict, **details) -> None:
     with transaction.atomic():
         audit_write(
             action=action,
-            actor=f"staff:{username}" if username else "anonymous",
+            actor=staff_actor(username),
             outcome=Outcome.DENIED,
             object_type="user" if username else "",
             details={"known_user": bool(username), **details},

@@ -9,10 +9,10 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema_field
 from rest_framework import serializers
 from rest_framework.views import APIView
 
+from audit.actors import member_actor
 from core.pagination import CursorPage
 from core.problems import Invalid, Malformed
 from exchange.services import Caller
-from members.models import api_actor
 
 IDEMPOTENCY_HEADER = OpenApiParameter(
     "Idempotency-Key",
@@ -29,7 +29,9 @@ class MemberView(APIView):
     @property
     def caller(self) -> Caller:
         request = self.request
-        return Caller(member=request.user, actor=api_actor(request.user, request.auth))
+        return Caller(
+            member=request.user, actor=member_actor(request.user.code, request.auth.prefix if request.auth else None)
+        )
 
     def validated(self, serializer_class, data=None):
         data = self.request.data if data is None else data

@@ -80,7 +80,7 @@ def test_the_changelist_shows_chain_status_filters_and_searches(superuser_client
     token = sealed[2].subject_token  # the only event with it
     found = superuser_client.get(reverse("admin:audit_auditevent_changelist"), {"q": token})
     assert [e.pk for e in found.context["cl"].result_list] == [sealed[2].pk]
-    assert AuditEvent.objects.filter(action="audit.browse", actor="admin:root-admin").exists()
+    assert AuditEvent.objects.filter(action="audit.browse", actor="staff:root-admin").exists()
 
 
 def test_the_status_shows_a_checkpoint_that_no_longer_matches(superuser_client, sealed, lifted):
@@ -98,8 +98,8 @@ def test_a_compliance_officer_verifies_and_downloads_a_signed_export(officer_cli
     archive = zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content)))
     names = sorted(archive.namelist())
     assert len(names) == 2 and names[1] == names[0] + ".manifest.json"
-    assert AuditEvent.objects.filter(action="audit.export", actor="admin:officer").exists()
-    assert AuditEvent.objects.filter(action="audit.verify", actor="admin:officer").exists()
+    assert AuditEvent.objects.filter(action="audit.export", actor="staff:officer").exists()
+    assert AuditEvent.objects.filter(action="audit.verify", actor="staff:officer").exists()
 
 
 def test_a_downloaded_export_verifies_offline(officer_client, sealed, tmp_path):

@@ -2,8 +2,8 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
+from audit.actors import cli_actor
 from audit.export import FORMATS, ExportError, export_events, manifest_path
-from core.commands import cli_actor
 
 
 class Command(BaseCommand):

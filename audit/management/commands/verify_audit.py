@@ -7,11 +7,11 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, transaction
 from tqdm import tqdm
 
+from audit.actors import cli_actor
 from audit.models import AuditEvent, Outcome
 from audit.services import audit_write
 from audit.signing import public_key_b64, require_public_key
 from audit.verify import verify_chain
-from core.commands import cli_actor
 
 logger = logging.getLogger(__name__)
 

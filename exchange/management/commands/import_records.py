@@ -13,7 +13,8 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from core.commands import cli_actor, get_or_fail
+from audit.actors import cli_actor
+from core.commands import get_or_fail
 from exchange import bulk
 from exchange.models import Submission, SubmissionError, SubmissionFormat, SubmissionStatus
 from members.models import Member

@@ -3,7 +3,7 @@
 from django.core.management.base import BaseCommand
 from tqdm import tqdm
 
-from core.commands import cli_actor
+from audit.actors import cli_actor
 from exchange.retention import BATCH_SIZE, purge_expired
 
 

@@ -13,7 +13,7 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 from django.utils import timezone
 
-from core.commands import cli_actor
+from audit.actors import cli_actor
 from exchange import services
 from exchange.models import Channel, Purpose
 from exchange.validation import parse_record

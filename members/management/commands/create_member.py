@@ -2,7 +2,8 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.db import IntegrityError
 
-from core.commands import cli_actor, print_json
+from audit.actors import cli_actor
+from core.commands import print_json
 from members.models import Member, MemberKind
 from members.services import member_create
 

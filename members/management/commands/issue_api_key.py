@@ -1,7 +1,8 @@
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from core.commands import cli_actor, get_or_fail, print_json
+from audit.actors import cli_actor
+from core.commands import get_or_fail, print_json
 from members.models import Member
 from members.services import api_key_issue
 

@@ -1,6 +1,7 @@
 from django.core.management.base import BaseCommand
 
-from core.commands import cli_actor, get_or_fail
+from audit.actors import cli_actor
+from core.commands import get_or_fail
 from members.models import ApiKey
 from members.services import api_key_revoke
 

@@ -25,6 +25,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 
+from audit.actors import staff_actor
 from audit.models import Outcome
 from audit.services import audit_write
 from exchange.models import Dispute, DisputeStatus, IdType, Inquiry, Record
@@ -144,7 +145,7 @@ def _audit(user, *, outcome: str = Outcome.OK, subject_token: str = "", **detail
     with transaction.atomic():
         audit_write(
             action=ACTION,
-            actor=f"staff:{user.get_username()}",
+            actor=staff_actor(user.get_username()),
             outcome=outcome,
             object_type="subject" if subject_token else "",
             subject_token=subject_token,

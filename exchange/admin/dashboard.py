@@ -21,9 +21,10 @@ from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 
+from audit.actors import staff_actor
 from audit.models import Outcome
 from audit.services import audit_write
-from exchange.charts import PALETTE, horizontal_bars, stacked_columns
+from exchange.admin.charts import PALETTE, horizontal_bars, stacked_columns
 from exchange.models import Dispute, DisputeStatus, Inquiry, Product, Record, RecordStatus, RecordVersion
 from members.roles import DASHBOARD_PERMISSION
 
@@ -138,7 +139,7 @@ def dashboard_data(now: datetime | None = None) -> dict:
 
 def _audit(request: HttpRequest, outcome: str = Outcome.OK) -> None:
     with transaction.atomic():
-        audit_write(action="dashboard.view", actor=f"staff:{request.user.get_username()}", outcome=outcome)
+        audit_write(action="dashboard.view", actor=staff_actor(request.user.get_username()), outcome=outcome)
 
 
 @never_cache

@@ -8,9 +8,9 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from tqdm import tqdm
 
+from audit.actors import cli_actor
 from audit.models import Outcome
 from audit.services import audit_write
-from core.commands import cli_actor
 from core.crypto import current_key_id, encrypted_fields, rotate_field
 
 
