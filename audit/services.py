@@ -183,3 +183,29 @@ def _seal_after_commit() -> None:
     from audit import sealing
 
     sealing.seal_after_commit()
+
+
+def audit_denied(
+    *,
+    action: str,
+    actor: str,
+    why: str,
+    member_code: str = "",
+    object_type: str = "",
+    object_id: Any = "",
+    subject_token: str = "",
+    **details: Any,
+) -> AuditEvent:
+    """A refused attempt, on record in its own transaction: the refusal stays in the log whatever
+    the caller does next (typically raise)."""
+    with transaction.atomic():
+        return audit_write(
+            action=action,
+            actor=actor,
+            outcome=Outcome.DENIED,
+            member_code=member_code,
+            object_type=object_type,
+            object_id=object_id,
+            subject_token=subject_token,
+            details={"why": why, **details},
+        )

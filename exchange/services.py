@@ -17,7 +17,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from audit.models import Outcome
+import audit.services
 from audit.services import audit_write, insert_audited, seal_on_commit
 from core.prepared import PreparedQuery, default_connection
 from core.problems import Forbidden, Invalid, NotFound
@@ -52,18 +52,17 @@ def reference_index(member: Member, reference: str) -> str:
 def audit_denied(
     caller: Caller, action: str, why: str, *, subject_token: str = "", object_type="", object_id="", **details
 ):
-    """Audit a refused action in its own transaction (the refusal itself must be on record)."""
-    with transaction.atomic():
-        audit_write(
-            action=action,
-            actor=caller.actor,
-            outcome=Outcome.DENIED,
-            member_code=caller.member.code,
-            object_type=object_type,
-            object_id=object_id,
-            subject_token=subject_token,
-            details={"why": why, **details},
-        )
+    """Audit a member's refused action (audit.services.audit_denied, with the caller as actor)."""
+    audit.services.audit_denied(
+        action=action,
+        actor=caller.actor,
+        why=why,
+        member_code=caller.member.code,
+        object_type=object_type,
+        object_id=object_id,
+        subject_token=subject_token,
+        **details,
+    )
 
 
 # --- records -------------------------------------------------------------------------------

@@ -22,8 +22,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
 from audit.actors import staff_actor
-from audit.models import Outcome
-from audit.services import audit_write
+from audit.services import audit_denied, audit_write
 from core.problems import ApiError
 from members.roles import REVEAL_PERMISSION
 
@@ -33,15 +32,14 @@ DUE_SOON = timedelta(days=3)
 
 def audit_refusal(request: HttpRequest, action: str, why: str, *, obj: Any = None, **details) -> None:
     """A console action refused for lack of permission, on record before the 403."""
-    with transaction.atomic():
-        audit_write(
-            action=action,
-            actor=staff_actor(request.user.get_username()),
-            outcome=Outcome.DENIED,
-            object_type=obj._meta.model_name if obj is not None else "",
-            object_id=obj.pk if obj is not None else "",
-            details={"why": why, **details},
-        )
+    audit_denied(
+        action=action,
+        actor=staff_actor(request.user.get_username()),
+        why=why,
+        object_type=obj._meta.model_name if obj is not None else "",
+        object_id=obj.pk if obj is not None else "",
+        **details,
+    )
 
 
 def _present(field: str) -> ExpressionWrapper:

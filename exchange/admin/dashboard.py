@@ -21,10 +21,11 @@ from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 
+from audit.actions import Action
 from audit.actors import staff_actor
-from audit.models import Outcome
 from audit.services import audit_write
 from exchange.admin.charts import PALETTE, horizontal_bars, stacked_columns
+from exchange.admin.console import audit_refusal
 from exchange.models import Dispute, DisputeStatus, Inquiry, Product, Record, RecordStatus, RecordVersion
 from members.roles import DASHBOARD_PERMISSION
 
@@ -137,9 +138,9 @@ def dashboard_data(now: datetime | None = None) -> dict:
     }
 
 
-def _audit(request: HttpRequest, outcome: str = Outcome.OK) -> None:
+def _audit(request: HttpRequest) -> None:
     with transaction.atomic():
-        audit_write(action="dashboard.view", actor=staff_actor(request.user.get_username()), outcome=outcome)
+        audit_write(action=Action.DASHBOARD_VIEW, actor=staff_actor(request.user.get_username()))
 
 
 @never_cache
@@ -148,7 +149,7 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
     if not user.is_authenticated:
         return redirect_to_login(request.get_full_path(), reverse("admin:login"))
     if not (user.is_active and user.is_staff and user.has_perm(DASHBOARD_PERMISSION)):
-        _audit(request, Outcome.DENIED)
+        audit_refusal(request, Action.DASHBOARD_VIEW, "permission")
         raise PermissionDenied
     context = {**admin.site.each_context(request), "title": "Dashboard", **dashboard_data()}
     _audit(request)

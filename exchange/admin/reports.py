@@ -25,14 +25,14 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 
+from audit.actions import Action
 from audit.actors import staff_actor
-from audit.models import Outcome
 from audit.services import audit_write
+from exchange.admin.console import audit_refusal
 from exchange.models import Dispute, DisputeStatus, IdType, Inquiry, Record
 from exchange.validation import format_money, parse_subject
 
 PERMISSION = "exchange.view_record"
-ACTION = "borrower_report.view"
 
 
 class _NoEchoInput(forms.TextInput):
@@ -141,13 +141,12 @@ def _may_view(user) -> bool:
     return user.is_active and user.is_staff and (user.is_superuser or user.has_perm(PERMISSION))
 
 
-def _audit(user, *, outcome: str = Outcome.OK, subject_token: str = "", **details) -> None:
+def _audit(user, *, subject_token: str, **details) -> None:
     with transaction.atomic():
         audit_write(
-            action=ACTION,
+            action=Action.BORROWER_REPORT_VIEW,
             actor=staff_actor(user.get_username()),
-            outcome=outcome,
-            object_type="subject" if subject_token else "",
+            object_type="subject",
             subject_token=subject_token,
             details=details,
         )
@@ -161,7 +160,7 @@ def borrower_report_view(request: HttpRequest) -> HttpResponse:
     if not user.is_authenticated:
         return redirect_to_login(request.get_full_path(), reverse("admin:login"))
     if not _may_view(user):
-        _audit(user, outcome=Outcome.DENIED, why="permission")
+        audit_refusal(request, Action.BORROWER_REPORT_VIEW, "permission")
         raise PermissionDenied
     context = {
         **admin.site.each_context(request),

@@ -11,7 +11,6 @@ import uuid
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
 from django.http import StreamingHttpResponse
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
@@ -19,8 +18,6 @@ from rest_framework.parsers import BaseParser
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 
-from audit.models import Outcome
-from audit.services import audit_write
 from core.problems import ApiError, Malformed, NotFound, PayloadTooLarge
 from exchange import bulk, services
 from exchange.api.base import MemberView
@@ -120,15 +117,7 @@ def _media_format(request) -> str:
 
 
 def _deny(caller: services.Caller, action: str, why: str, **details) -> None:
-    with transaction.atomic():
-        audit_write(
-            action=action,
-            actor=caller.actor,
-            outcome=Outcome.DENIED,
-            member_code=caller.member.code,
-            object_type="submission",
-            details={"why": why, **details},
-        )
+    services.audit_denied(caller, action, why, object_type="submission", **details)
 
 
 def submission_get(caller: services.Caller, submission_id: Any, action: str) -> Submission:
