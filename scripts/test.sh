@@ -16,6 +16,9 @@ step "ruff check"
 step "makemigrations --check"
 DEBUG=1 $PY manage.py makemigrations --check --dry-run || failed=1
 
+step "import layers (lint-imports, contracts in pyproject.toml)"
+.venv/bin/lint-imports || failed=1
+
 # --- Chromium for the console's browser test (tests/admin/test_browser.py) --------------
 # Debian's package, never a browser download of Playwright's own; without it that test skips.
 if [ ! -x /usr/bin/chromium ] && ! command -v chromium >/dev/null 2>&1; then
