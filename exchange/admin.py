@@ -28,7 +28,7 @@ from django.utils.html import format_html
 from audit.models import Outcome
 from audit.services import audit_write
 from core.problems import ApiError
-from exchange import services
+from exchange import records, services
 from exchange.disputes import Roles, dispute_open_by_staff, dispute_resolve
 from exchange.models import (
     Consent,
@@ -494,7 +494,7 @@ class RecordAdmin(ServiceOnlyAdmin):
             # The staff action is the furnisher's withdrawal made on its behalf: its service, its
             # audit event, with the staff user as actor.
             caller = services.Caller(member=record.member, actor=staff_actor(request))
-            services.record_withdraw(caller=caller, record_id=record.pk, reason=form.cleaned_data["reason"])
+            records.record_withdraw(caller=caller, record_id=record.pk, reason=form.cleaned_data["reason"])
             self.message_user(request, f"Record {_short(record.pk)} withdrawn: it leaves every report.")
             return HttpResponseRedirect(reverse("admin:exchange_record_change", args=[record.pk]))
         return self.service_form(
