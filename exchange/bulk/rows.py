@@ -1,9 +1,10 @@
-"""Reading a bulk file's rows: CSV or JSON Lines, from a byte offset, line by line.
+"""Reading a bulk file's rows, CSV or JSON Lines, from a byte offset.
 
-A hand-written reader rather than csv.reader over a text file, so that a chunk knows the byte
-offset and line where the next one starts (a resumed submission seeks there), no physical line is
-held whole past MAX_LINE_BYTES, and a line that is not UTF-8 is reported as its row's error. The
-values and line numbers are csv.reader's and json.loads' (tests/exchange/test_rows.py).
+The physical lines come from `_Lines`, a line reader over the binary file, so that a chunk knows
+the byte offset and line where the next one starts (a resumed submission seeks there), no line is
+held whole past MAX_LINE_BYTES, and a line that is not UTF-8 is reported as its row's error; the
+csv and json modules parse them. Held to csv.reader's and json.loads' values and line numbers by a
+property test (tests/exchange/test_rows.py).
 """
 
 from __future__ import annotations
