@@ -14,7 +14,10 @@ _BLOCK = 1 << 18  # characters sent to COPY at a time
 
 def copy_text(value: str) -> str:
     """`value` as one field of a COPY text line."""
-    return value.translate(_ESCAPES)
+    # Most values need no escape; translate() with a mapping is slow even on those.
+    if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
+        return value.translate(_ESCAPES)
+    return value
 
 
 def copy_lines(
