@@ -178,6 +178,8 @@ def records_write(
 
     On PostgreSQL `prepared` (from `prepare_rows`, possibly made in a bulk reader process) may
     stand for `records`; elsewhere `records` is needed."""
+    if not records and not prepared:
+        return 0
     now = timezone.now()
     if connection.vendor == "postgresql":
         if prepared is None:
