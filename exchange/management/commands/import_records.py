@@ -57,7 +57,7 @@ class Command(BaseCommand):
             if result is None:
                 raise CommandError(f"Submission {submission.pk} is being processed by another worker.")
             submission = result
-            # Bulk audit events are sealed by the backstop, not after every chunk: seal them now.
+            # The records' events went in sealed; seal the rest (the submission's own) and sign a checkpoint.
             worker.seal_backstop()
         elif not created:
             self.stderr.write(f"This file was submitted before (submission {submission.pk}); nothing stored again.")
