@@ -1,7 +1,9 @@
 """The hash chain's exact bytes: canonical JSON of an event and its SHA-256 link to the previous one.
 
-Everything that hashes or re-hashes an event (sealer, verifier, export checker) goes through
-here, so the database, an export file and an auditor's script all agree byte for byte.
+Everything that hashes or re-hashes an event (the sealer, `insert_sealed`, the verifier, the
+export checker) goes through here, so the database, an export file and an auditor's script all
+agree byte for byte. `link_hash` is the reference; `sealed_hash` is the same bytes written field
+by field for the sealing paths, held equal to it by a property test (tests/audit/test_chain.py).
 """
 
 from __future__ import annotations
@@ -87,6 +89,55 @@ def link_hash(prev_hash: str, fields: dict[str, Any]) -> str:
     # in a forged export line cannot encode to the same bytes as the right one anyway.
     _check(body["details"])
     text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return hashlib.sha256(bytes.fromhex(prev_hash) + text.encode("ascii")).hexdigest()
+
+
+# The encoder json.dumps builds for canonical_json's arguments, built once: the same class and
+# options give the same text, without a new encoder per call.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+_string = json.encoder.encode_basestring_ascii
+
+
+def _text(value: Any) -> str:
+    return _string(value) if type(value) is str else _CANONICAL.encode(value)
+
+
+def _integer(value: Any) -> str:
+    return str(value) if type(value) is int else _CANONICAL.encode(value)
+
+
+def canonical_details(details: Any) -> str:
+    """canonical_json(details): also valid JSON text for the details column."""
+    _check(details)
+    return _CANONICAL.encode(details)
+
+
+# The keys canonical_event writes, in its order: a column added to the hash must be added there too.
+_EVENT_KEYS = ("action", "actor", "details", "id", "member_code", "object_id", "object_type", "occurred_at")
+_EVENT_KEYS += ("outcome", "request_id", "seq", "subject_token")
+if list(_EVENT_KEYS) != sorted(HASHED_FIELDS):
+    raise RuntimeError("audit.chain: canonical_event does not write the hashed fields")
+
+
+def canonical_event(fields: dict[str, Any], details_text: str | None = None) -> str:
+    """The canonical JSON of the hashed fields that `link_hash` hashes, written in key order field
+    by field (no dict of the body, no sort): the sealing paths hash every event with it.
+    `details_text` is canonical_details(fields["details"]) when the caller made it already."""
+    if details_text is None:
+        details_text = canonical_details(fields["details"])
+    return (
+        f'{{"action":{_text(fields["action"])},"actor":{_text(fields["actor"])},"details":{details_text},'
+        f'"id":{_integer(fields["id"])},"member_code":{_text(fields["member_code"])},'
+        f'"object_id":{_text(fields["object_id"])},"object_type":{_text(fields["object_type"])},'
+        f'"occurred_at":{_text(fields["occurred_at"])},"outcome":{_text(fields["outcome"])},'
+        f'"request_id":{_text(fields["request_id"])},"seq":{_integer(fields["seq"])},'
+        f'"subject_token":{_text(fields["subject_token"])}}}'
+    )
+
+
+def sealed_hash(prev_hash: str, fields: dict[str, Any], details_text: str | None = None) -> str:
+    """link_hash(prev_hash, fields) by canonical_event, for a `prev_hash` the sealer made itself."""
+    text = canonical_event(fields, details_text)
     return hashlib.sha256(bytes.fromhex(prev_hash) + text.encode("ascii")).hexdigest()
 
 

@@ -1,17 +1,21 @@
-"""Sealing committed audit events into the hash chain, and signing checkpoints of it.
+"""Sealing audit events into the hash chain, and signing checkpoints of it: the one place that
+gives events their chain position, `prev_hash` and `hash`.
 
-The hot path only inserts events. After commit, `seal_soon()` gives the committed, unsealed
-events (in id order, at sealing time) the next chain positions, their `prev_hash` and `hash`,
-under a non-blocking lock: one sealer at a time, the others return at once and leave their
-events to it. `seal_pending()` is the blocking backstop (the `seal_audit` command and the
-worker call it) and ends with a signed checkpoint of the newest event.
+Two ways in. Most writers only insert events (audit.services.audit_write); after commit,
+`seal_soon()` gives the committed, unsealed events (in id order, at sealing time) the next chain
+positions under a non-blocking lock: one sealer at a time, the others return at once and leave
+their events to it. `seal_pending()` is the blocking backstop (the `seal_audit` command and the
+worker call it) and ends with a signed checkpoint of the newest event. Writers of many events at
+once (the record writer) call `insert_chained` through audit.services.insert_sealed instead: their
+events go in already sealed, in the writer's transaction, under the same lock held to its commit.
 
 Where the sealing runs after a commit: `seal_soon()` on the committing thread by default (tests,
 commands, runserver), or, once `start_background_sealer()` was called in the process
 (gunicorn.conf.py does it in every worker), one sealer thread of the process that the commit only
 wakes, so that a request does not wait for the sealing of its events. That thread runs one pass
 per wake-up after a short coalescing wait, and wakes itself again while there may be work left
-to it (`_background_pass`; docs/audit.md, docs/performance.md).
+to it (`_background_pass`; docs/audit.md). Tests wait for it with `wait_for_pass` and
+`wait_until_idle` rather than sleeping.
 
 A lower id that commits after a higher id was sealed simply gets a later position: positions
 are given in sealing order, never taken from the id, and verification follows `seq`.
@@ -30,10 +34,11 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, transaction
 from django.utils import timezone
 
-from audit.chain import GENESIS, NotCanonical, link_hash, row_fields
+from audit.chain import GENESIS, NotCanonical, canonical_details, iso_utc, link_hash, row_fields, sealed_hash
 from audit.models import AuditEvent, Checkpoint
 from audit.signing import sign_checkpoint
 from audit.triggers import IMMUTABLE_COLUMNS
+from core.copy import copy_lines, copy_text
 from core.prepared import PreparedQuery
 
 logger = logging.getLogger(__name__)
@@ -112,6 +117,8 @@ def start_background_sealer() -> None:
         return
     _stopping.clear()
     _wakeup.clear()
+    with _pass_done:
+        _state.update(passes=0, parked=False)
     _sealer = threading.Thread(target=_sealer_loop, name="audit-sealer", daemon=True)
     _sealer_pid = os.getpid()
     _sealer.start()
@@ -133,7 +140,12 @@ def _sealer_loop() -> None:
     from django.db import close_old_connections
 
     while not _stopping.is_set():
+        with _pass_done:
+            _state["parked"] = True
+            _pass_done.notify_all()
         _wakeup.wait()
+        with _pass_done:
+            _state["parked"] = False
         # Let the commits of the next few milliseconds join this pass: under load one pass then
         # seals many requests' events for the same handful of statements.
         _stopping.wait(COALESCE_SECONDS)
@@ -147,7 +159,35 @@ def _sealer_loop() -> None:
             _wakeup.set()
         # This thread's connection lives across passes; drop it if broken or past CONN_MAX_AGE.
         close_old_connections()
+        with _pass_done:
+            _state["passes"] += 1
+            _pass_done.notify_all()
     connection.close()
+
+
+# What the sealer thread has done, for tests to wait on instead of sleeping: passes completed, and
+# whether it waits for a wake-up with none pending (`parked`).
+_pass_done = threading.Condition()
+_state = {"passes": 0, "parked": False}
+
+
+def sealer_passes() -> int:
+    """Passes the sealer thread has completed since it started."""
+    with _pass_done:
+        return _state["passes"]
+
+
+def wait_for_pass(after: int, timeout: float = 10.0) -> bool:
+    """Wait until the sealer thread has completed more than `after` passes; False on timeout."""
+    with _pass_done:
+        return _pass_done.wait_for(lambda: _state["passes"] > after, timeout)
+
+
+def wait_until_idle(timeout: float = 10.0) -> bool:
+    """Wait until the sealer thread waits for a wake-up with none pending: it has nothing left to
+    look at until the next commit. False on timeout (e.g. it keeps waking itself)."""
+    with _pass_done:
+        return _pass_done.wait_for(lambda: _state["parked"] and not _wakeup.is_set(), timeout)
 
 
 # Consecutive failed passes of the sealer thread: the next try waits 1, 2, 4 ... up to 30 seconds.
@@ -322,3 +362,85 @@ def _checkpoint_newest(seq: int, digest: str) -> Checkpoint:
     if newest is not None and newest.seq == seq and newest.hash == digest:
         return newest
     return _sign(seq, digest)
+
+
+# --- events inserted already sealed ----------------------------------------------------------------
+
+# The columns of a sealed event as `insert_chained` writes them by COPY: the id and chain position
+# first, then the immutable columns in their order, then the two hashes.
+_SEALED_COLUMNS = (IMMUTABLE_COLUMNS[0], "seq", *IMMUTABLE_COLUMNS[1:], "prev_hash", "hash")
+if sorted(_SEALED_COLUMNS) != sorted(f.attname for f in AuditEvent._meta.concrete_fields):
+    raise RuntimeError("audit.sealing: the COPY columns of AuditEvent do not match its fields")
+# The text columns between occurred_at and details, in COPY order.
+_TEXT_COLUMNS = IMMUTABLE_COLUMNS[2:-1]
+
+
+def insert_chained(events: list[dict]) -> None:
+    """Insert new events (dicts of the immutable columns but the id) already sealed into the chain,
+    in the caller's transaction, which must be open: what the sealer would do right after the
+    commit, without reading every event back and updating it (an UPDATE writes a second row
+    version and every index of the table again).
+
+    The sealer's lock is taken and held to the commit (PostgreSQL's advisory lock; on SQLite the
+    transaction's write lock, BEGIN IMMEDIATE, excludes every other sealer); a rollback gives the
+    positions back. COPY on PostgreSQL, the ORM's bulk_create elsewhere; every hash is
+    `audit.chain.sealed_hash`, the bytes `link_hash` and the verifier hash."""
+    if not events:
+        return
+    if connection.get_autocommit():
+        raise RuntimeError("insert_chained runs in the caller's transaction")
+    _lock(wait=True)
+    seq, prev = newest_sealed() or (0, GENESIS)
+    ids = _new_ids(len(events))
+    if connection.vendor == "postgresql":
+        with connection.cursor() as wrapper:
+            copy_lines(wrapper.cursor, AuditEvent, _SEALED_COLUMNS, _copy_chained(ids, events, seq, prev))
+    else:
+        AuditEvent.objects.bulk_create(
+            [
+                AuditEvent(id=event_id, seq=position, prev_hash=before, hash=digest, **event)
+                for event_id, event, position, before, digest, _texts in _chained(ids, events, seq, prev)
+            ],
+            batch_size=BATCH_SIZE,
+        )
+    # Events of other writers that found the lock taken while this transaction held it.
+    transaction.on_commit(seal_after_commit)
+
+
+def _new_ids(count: int) -> list[int]:
+    table = AuditEvent._meta.db_table
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)", [table, count]
+            )
+            return sorted(row[0] for row in cursor.fetchall())
+        # Under the database's write lock (held since BEGIN IMMEDIATE): no other writer can take these.
+        cursor.execute(f"SELECT COALESCE(MAX(id), 0) FROM {connection.ops.quote_name(table)}")  # noqa: S608
+        first = cursor.fetchone()[0] + 1
+    return list(range(first, first + count))
+
+
+def _chained(ids: list[int], events: list[dict], seq: int, prev: str):
+    """(id, event, seq, prev_hash, hash, (occurred_at, details) as canonical text) of each event,
+    in chain order."""
+    moment = texted = None
+    for event_id, event in zip(ids, events, strict=True):
+        seq += 1
+        if event["occurred_at"] is not moment:  # the events of one write mostly share their time
+            moment, texted = event["occurred_at"], iso_utc(event["occurred_at"])
+        try:
+            details = canonical_details(event["details"])
+            digest = sealed_hash(prev, {**event, "id": event_id, "seq": seq, "occurred_at": texted}, details)
+        except NotCanonical as exc:
+            raise NotCanonical(f"audit event id {event_id} cannot be sealed: {exc}") from exc
+        yield event_id, event, seq, prev, digest, (texted, details)
+        prev = digest
+
+
+def _copy_chained(ids: list[int], events: list[dict], seq: int, prev: str):
+    # A generator: COPY sends each block as it fills, so the server stores one block while the
+    # next one is hashed here.
+    for event_id, event, position, before, digest, (occurred_at, details) in _chained(ids, events, seq, prev):
+        texts = "\t".join([copy_text(event[name]) for name in _TEXT_COLUMNS])
+        yield f"{event_id}\t{position}\t{occurred_at}\t{texts}\t{copy_text(details)}\t{before}\t{digest}\n"

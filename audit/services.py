@@ -8,6 +8,7 @@ from django.db import connection, transaction
 from django.db.models import Model
 from django.utils import timezone
 
+from audit import sealing
 from audit.models import AuditEvent, Outcome
 from audit.triggers import IMMUTABLE_COLUMNS
 from core.context import current_request_id
@@ -160,8 +161,35 @@ def insert_audited(
     return event_id
 
 
+def insert_sealed(events: list[dict[str, Any]]) -> None:
+    """Insert many events at once, already sealed into the chain, in the current transaction (the
+    record writer's: one per record version). Each event is a dict of `audit_write`'s arguments
+    (action, actor, member_code, object_type, object_id, subject_token, details; outcome defaults
+    to ok); all get the same time and request id. The chain itself is audit.sealing's."""
+    now = timezone.now()
+    base = {
+        "occurred_at": now,
+        "member_code": "",
+        "object_type": "",
+        "object_id": "",
+        "subject_token": "",
+        "outcome": Outcome.OK.value,
+        "request_id": current_request_id(),
+        "details": {},
+    }
+    rows = []
+    for event in events:
+        row = {**base, **event}
+        row["actor"] = row["actor"][:120]
+        row["object_id"] = str(row["object_id"]) if row["object_id"] else ""
+        _check_details(row["details"])
+        rows.append(row)
+    sealing.insert_chained(rows)
+
+
 def audit_bulk_write(events: list[AuditEvent]) -> None:
-    """Insert many prepared events at once (bulk paths), in the current transaction."""
+    """Insert many prepared events at once, unsealed, in the current transaction: they are sealed
+    after the commit, as `audit_write`'s are."""
     now = timezone.now()
     request_id = current_request_id()
     for event in events:
@@ -172,17 +200,8 @@ def audit_bulk_write(events: list[AuditEvent]) -> None:
     transaction.on_commit(_seal_after_commit)
 
 
-def seal_on_commit() -> None:
-    """Have the events inserted in this transaction sealed once it commits (for writers that
-    insert events themselves, e.g. by COPY)."""
-    transaction.on_commit(_seal_after_commit)
-
-
 def _seal_after_commit() -> None:
-    # Imported late: sealing is optional for the write path and must never break it.
-    from audit import sealing
-
-    sealing.seal_after_commit()
+    sealing.seal_after_commit()  # looked up at call time, so a test may replace it
 
 
 def audit_denied(

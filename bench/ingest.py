@@ -1,7 +1,7 @@
 """Bulk ingest throughput on PostgreSQL: `import_records` against plain COPY and the naive ORM path.
 
     DATABASE_URL=postgres://user:pass@host:port/db .venv/bin/python bench/ingest.py [--rows 1000000]
-        [--orm-sample 2000] [--chunk-rows 5000] [--writer copy|executemany|orm] [--workdir DIR] [--keep]
+        [--orm-sample 2000] [--chunk-rows 5000] [--reader process|thread] [--workdir DIR] [--keep]
 
 In one run, on one database (migrated here), it
 1. generates a CSV of `--rows` records (about 1% invalid) without holding it in memory;
@@ -10,7 +10,7 @@ In one run, on one database (migrated here), it
 3. loads the same rows, as the import stored them, with plain `COPY` into a table shaped like
    exchange_record (same columns, indexes and constraints): the physical limit for these rows;
 4. stores `--orm-sample` rows one at a time, each validated and saved through the ORM (Record,
-   RecordVersion and its audit event, as services.records_store did before it was made set-wise)
+   RecordVersion and its audit event, as records_store did before it was made set-wise)
    in its own transaction: what a naive implementation does.
 It prints one JSON line per step and a summary. See bench/README.md for a throwaway server.
 """
@@ -121,16 +121,18 @@ def _tree_rss_kib(pid: int) -> int:
     return total
 
 
-def step_import(code: str, path: Path, rows: int, chunk_rows: int, writer: str) -> dict:
+def step_import(code: str, path: Path, rows: int, chunk_rows: int, reader: str) -> dict:
     """`import_records` in a child process. Peak memory: the largest single process (ru_maxrss)
     and the whole process tree (the import and its reader process, summed, sampled every 0.2 s;
     shared copy-on-write pages are counted in each, so the sum is an upper bound)."""
-    env = {"EXCHANGE_BULK_WRITER": writer} if writer else {}
     started = time.perf_counter()
-    command = [sys.executable, str(ROOT / "manage.py"), "import_records", code, str(path), "--no-progress"]
+    if reader == "thread":  # the same command, its reader swapped here (the product has no switch)
+        command = [sys.executable, __file__, "--step=import-thread", f"--code={code}", str(path)]
+    else:
+        command = [sys.executable, str(ROOT / "manage.py"), "import_records", code, str(path), "--no-progress"]
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         child = subprocess.Popen(
-            [*command, f"--chunk-rows={chunk_rows}"], stdout=out, stderr=err, text=True, env={**os.environ, **env}
+            [*command, f"--chunk-rows={chunk_rows}"], stdout=out, stderr=err, text=True, env=os.environ
         )
         tree_peak = 0
         while child.poll() is None:
@@ -168,6 +170,17 @@ def _processing_seconds(submission_id: str) -> float:
         text=True,
     )
     return float(done.stdout.strip().splitlines()[-1])
+
+
+def step_import_thread(code: str, argv: list[str]) -> None:
+    """`import_records` with the bulk reader in a thread of this process, never a forked process."""
+    _django()
+    from django.core.management import call_command
+
+    from exchange.bulk import worker
+
+    worker._use_process = lambda: False
+    call_command("import_records", code, *argv, "--no-progress")
 
 
 def step_submission(submission_id: str) -> float:
@@ -224,14 +237,14 @@ def step_copy(code: str, workdir: Path, repeat: int = 3) -> dict:
 
 
 def _orm_store_one(member, actor: str, record) -> None:
-    """The naive path: one record saved through the ORM (as services.records_store did before it
+    """The naive path: one record saved through the ORM (as records_store did before it
     was made set-wise), its version and its audit event; the caller's transaction."""
     from django.utils import timezone
 
     from audit.models import AuditEvent
     from audit.services import audit_bulk_write
     from exchange.models import Record, RecordVersion
-    from exchange.services import reference_index
+    from exchange.records import reference_index
 
     now = timezone.now()
     index = reference_index(member, record.member_reference)
@@ -309,12 +322,24 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--orm-sample", type=int, default=2000)
     parser.add_argument("--chunk-rows", type=int, default=5000)
-    parser.add_argument("--writer", choices=["copy", "executemany", "orm"], default="")
+    parser.add_argument(
+        "--reader",
+        choices=["process", "thread"],
+        default="process",
+        help="thread: the bulk reader in a thread even where the product forks a reader process",
+    )
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--keep", action="store_true", help="keep the generated CSV")
-    parser.add_argument("--step", choices=["copy", "orm", "member", "submission"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--step", choices=["copy", "orm", "member", "submission", "import-thread"], help=argparse.SUPPRESS
+    )
     parser.add_argument("--code", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args, rest = parser.parse_known_args()
+    if args.step == "import-thread":
+        step_import_thread(args.code, rest)
+        return 0
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
 
     if args.step == "copy":
         print(json.dumps(step_copy(args.code, args.workdir)))
@@ -359,7 +384,7 @@ def main() -> int:
 
     results = {}
     load_before = [round(x, 2) for x in os.getloadavg()]
-    results["import"] = step_import(codes["import"], path, args.rows, args.chunk_rows, args.writer)
+    results["import"] = step_import(codes["import"], path, args.rows, args.chunk_rows, args.reader)
     print(json.dumps(results["import"]), flush=True)
     for step in ("copy", "orm"):
         done = subprocess.run(

@@ -192,7 +192,7 @@ LOGGING = {
     },
 }
 
-# --- Bulk submissions and background tasks (exchange/bulk.py, exchange/tasks.py) -------------
+# --- Bulk submissions and background tasks (exchange/bulk/, exchange/tasks.py) -------------
 # Django's tasks API through the django-tasks backport; the default backend keeps tasks in this
 # database (worker: `manage.py run_worker`). A deployment swaps it by setting only, e.g.
 # EXCHANGE_TASKS_BACKEND=django_tasks_rq.RQBackend (and runs that backend's workers).

@@ -22,7 +22,8 @@ from rest_framework import status
 from audit.services import audit_write
 from core.problems import ApiError, Forbidden, Invalid, NotFound
 from exchange.models import Dispute, DisputeOutcome, DisputeStatus, Inquiry, Record
-from exchange.services import Caller, audit_denied, withdraw_locked
+from exchange.records import withdraw_locked
+from exchange.services import Caller, audit_denied
 from members.models import Scope
 
 MAX_TEXT = 2000

@@ -363,7 +363,7 @@ class IdempotencyKey(models.Model):
         return f"idempotency key {self.pk}"
 
 
-# --- bulk submissions (exchange/bulk.py) -----------------------------------------------------
+# --- bulk submissions (exchange/bulk/) ------------------------------------------------------
 
 
 class SubmissionStatus(models.TextChoices):

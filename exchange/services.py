@@ -1,4 +1,5 @@
-"""The exchange's operations: submit and withdraw records, register and revoke consents, inquire.
+"""The exchange's operations on consents and inquiries, and the caller and refusal auditing that
+every service shares (records are exchange/records.py, disputes exchange/disputes.py).
 
 Each state change is one transaction that writes its audit event(s) beside the change; each
 refusal is audited in its own transaction before the error is raised.
@@ -13,15 +14,14 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
 import audit.services
-from audit.services import audit_write, insert_audited, seal_on_commit
+from audit.services import audit_write, insert_audited
 from core.prepared import PreparedQuery, default_connection
 from core.problems import Forbidden, Invalid, NotFound
-from core.tokens import blind_index
 from exchange.models import (
     OPEN_STATUSES,
     Consent,
@@ -31,10 +31,8 @@ from exchange.models import (
     RecordVersion,
     reciprocity_cutoff,
 )
-from exchange.validation import ParsedRecord, RecordErrors, format_money, parse_record, parse_subject
+from exchange.validation import format_money, parse_subject
 from members.models import Member
-
-REFERENCE_PURPOSE = "member_reference"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,10 +41,6 @@ class Caller:
 
     member: Member
     actor: str
-
-
-def reference_index(member: Member, reference: str) -> str:
-    return blind_index(REFERENCE_PURPOSE, str(member.pk), reference)
 
 
 def audit_denied(
@@ -63,136 +57,6 @@ def audit_denied(
         subject_token=subject_token,
         **details,
     )
-
-
-# --- records -------------------------------------------------------------------------------
-
-
-def parse_batch(raw_records: Any) -> list[ParsedRecord]:
-    """Validate a whole batch; raise Invalid listing every error by index (nothing is stored)."""
-    errors: list[dict] = []
-    parsed: list[ParsedRecord] = []
-    seen: dict[str, int] = {}
-    for index, raw in enumerate(raw_records):
-        try:
-            record = parse_record(raw)
-        except RecordErrors as exc:
-            errors += [{"index": index, "field": field or None, "message": message} for field, message in exc.errors]
-            continue
-        first = seen.setdefault(record.member_reference, index)
-        if first != index:
-            errors.append(
-                {"index": index, "field": "member_reference", "message": f"repeats the reference of record {first}"}
-            )
-            continue
-        parsed.append(record)
-    if errors:
-        raise Invalid(errors)
-    return parsed
-
-
-def records_store(
-    *, member: Member, actor: str, records: list[ParsedRecord], submission_id: uuid.UUID | None = None
-) -> list[dict]:
-    """Store validated records (new ones, or new versions by reference) with one audit event each.
-
-    Runs in the caller's transaction; returns one result per record, in order. Written set-wise
-    by the bulk path's writer (COPY on PostgreSQL): a batch of 1000 is a few statements, not
-    thousands of ORM saves; its audit events are sealed after the commit, as `audit_write`'s are.
-    """
-    from exchange import bulk  # imported here: the bulk module builds on this one
-
-    if not records:
-        return []
-    bulk.records_bulk_store(member=member, actor=actor, records=records, submission_id=submission_id)
-    seal_on_commit()
-    # What each record became: one indexed read. A batch never repeats a reference, so a record
-    # at version 1 was created by it.
-    indexes = [reference_index(member, r.member_reference) for r in records]
-    stored = {
-        index: (record_id, version)
-        for index, record_id, version in Record.objects.filter(member=member, reference_index__in=indexes).values_list(
-            "reference_index", "id", "version"
-        )
-    }
-    return [
-        {"id": str(stored[index][0]), "version": stored[index][1], "created": stored[index][1] == 1}
-        for index in indexes
-    ]
-
-
-def records_submit(*, caller: Caller, raw_records: Any) -> list[dict]:
-    """`POST /records`: all or nothing. Returns [{"index","id","member_reference","version","created"}]."""
-    try:
-        parsed = parse_batch(raw_records)
-    except Invalid as exc:
-        audit_denied(caller, "record.submit", "validation_failed", records=len(raw_records), errors=len(exc.errors))
-        raise
-    for attempt in range(2):
-        try:
-            with transaction.atomic():
-                stored = records_store(member=caller.member, actor=caller.actor, records=parsed)
-            break
-        except IntegrityError:
-            # A concurrent batch created one of these references first: retry once as new versions.
-            if attempt == 1:
-                raise
-    return [
-        {
-            "index": i,
-            "id": s["id"],
-            "member_reference": r.member_reference,
-            "version": s["version"],
-            "created": s["created"],
-        }
-        for i, (r, s) in enumerate(zip(parsed, stored, strict=True))
-    ]
-
-
-def record_get(*, caller: Caller, record_id: Any, action: str = "record.read") -> Record:
-    """A record of the caller's own; another member's record is 'not found', never 'forbidden'."""
-    try:
-        record_uuid = uuid.UUID(str(record_id))
-    except ValueError:
-        raise NotFound() from None
-    record = Record.objects.with_disputed().filter(pk=record_uuid, member=caller.member).first()
-    if record is None:
-        audit_denied(caller, action, "not_found", object_type="record", object_id=str(record_uuid))
-        raise NotFound()
-    return record
-
-
-def record_withdraw(*, caller: Caller, record_id: Any, reason: str) -> Record:
-    # Found (or refused, with the refusal audited) before the change's transaction opens.
-    record = record_get(caller=caller, record_id=record_id, action="record.withdraw")
-    with transaction.atomic():
-        withdraw_locked(caller=caller, record=record, reason=reason)
-    return Record.objects.with_disputed().get(pk=record.pk)
-
-
-def withdraw_locked(*, caller: Caller, record: Record, reason: str, **details) -> Record:
-    """Withdraw a record inside the caller's transaction (row locked), with its audit event.
-
-    Shared by the API's withdrawal and a dispute resolved as `deleted`; `details` adds context
-    (e.g. the dispute) to the event.
-    """
-    record = Record.objects.select_for_update().get(pk=record.pk)
-    already = record.withdrawn_at is not None
-    if not already:
-        record.withdrawn_at = timezone.now()
-        record.withdraw_reason = reason
-        record.updated_at = record.withdrawn_at
-        record.save(update_fields=["withdrawn_at", "withdraw_reason", "updated_at"])
-    audit_write(
-        action="record.withdraw",
-        actor=caller.actor,
-        member_code=caller.member.code,
-        object_type="record",
-        object_id=record.pk,
-        subject_token=record.subject_token,
-        details={"already_withdrawn": already, "version": record.version, **details},
-    )
-    return record
 
 
 # --- consents ------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from django.urls import path, reverse
 
 from audit.actors import staff_actor
 from core.problems import ApiError
-from exchange import services
+from exchange import records, services
 from exchange.admin.console import (
     OPEN_DISPUTE,
     WITHDRAW,
@@ -249,7 +249,7 @@ class RecordAdmin(ServiceOnlyAdmin):
             # The staff action is the furnisher's withdrawal made on its behalf: its service, its
             # audit event, with the staff user as actor.
             caller = services.Caller(member=record.member, actor=staff_actor(request.user.get_username()))
-            services.record_withdraw(caller=caller, record_id=record.pk, reason=form.cleaned_data["reason"])
+            records.record_withdraw(caller=caller, record_id=record.pk, reason=form.cleaned_data["reason"])
             self.message_user(request, f"Record {short(record.pk)} withdrawn: it leaves every report.")
             return HttpResponseRedirect(reverse("admin:exchange_record_change", args=[record.pk]))
         return self.service_form(

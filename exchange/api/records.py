@@ -9,7 +9,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 
 from core.problems import Malformed
-from exchange import services
+from exchange import records, services
 from exchange.api.base import IDEMPOTENCY_HEADER, MemberView, StrictSerializer, TextField, field_error
 from exchange.idempotency import idempotent
 from exchange.models import Record, RecordStatus
@@ -106,7 +106,7 @@ class RecordListCreateView(MemberView):
             queryset = queryset.filter(status=params["status"])
         if "member_reference" in params:
             queryset = queryset.filter(
-                reference_index=services.reference_index(request.user, params["member_reference"])
+                reference_index=records.reference_index(request.user, params["member_reference"])
             )
         if "updated_since" in params:
             queryset = queryset.filter(updated_at__gte=_since(params["updated_since"]))
@@ -133,7 +133,7 @@ class RecordListCreateView(MemberView):
         count = len(data["records"])
         if not 1 <= count <= 1000:
             raise field_error("records", f"must hold 1 to 1000 records, not {count}")
-        results = services.records_submit(caller=self.caller, raw_records=data["records"])
+        results = records.records_submit(caller=self.caller, raw_records=data["records"])
         return Response({"results": results}, status=status.HTTP_201_CREATED)
 
 
@@ -152,7 +152,7 @@ class RecordDetailView(MemberView):
 
     @extend_schema(summary="One of your records", responses=RecordOutput)
     def get(self, request, record_id):
-        record = services.record_get(caller=self.caller, record_id=record_id)
+        record = records.record_get(caller=self.caller, record_id=record_id)
         services.audit_read(
             self.caller, "record.read", object_type="record", object_id=record.pk, subject_token=record.subject_token
         )
@@ -167,7 +167,7 @@ class RecordHistoryView(MemberView):
         summary="Every version of one of your records, oldest first", responses=RecordVersionOutput(many=True)
     )
     def get(self, request, record_id):
-        record = services.record_get(caller=self.caller, record_id=record_id, action="record.history")
+        record = records.record_get(caller=self.caller, record_id=record_id, action="record.history")
         versions = list(record.versions.order_by("version"))
         services.audit_read(
             self.caller,
@@ -189,5 +189,5 @@ class RecordWithdrawView(MemberView):
     )
     def post(self, request, record_id):
         reason = self.validated(WithdrawInput)["reason"]
-        record = services.record_withdraw(caller=self.caller, record_id=record_id, reason=reason)
+        record = records.record_withdraw(caller=self.caller, record_id=record_id, reason=reason)
         return Response(RecordOutput(record).data)

@@ -19,8 +19,9 @@ from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 
 from core.problems import ApiError, Malformed, NotFound, PayloadTooLarge
-from exchange import bulk, services
+from exchange import services
 from exchange.api.base import MemberView
+from exchange.bulk import upload
 from exchange.models import Submission, SubmissionError, SubmissionStatus
 from members.models import Scope
 
@@ -99,7 +100,7 @@ def _body_reader(request):
 
 def _media_format(request) -> str:
     media_type, _, params = (request.content_type or "").partition(";")
-    fmt = bulk.MEDIA_TYPES.get(media_type.strip().lower())
+    fmt = upload.MEDIA_TYPES.get(media_type.strip().lower())
     if fmt is None:
         raise ApiError(
             status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
@@ -160,14 +161,14 @@ class SubmissionListCreateView(MemberView):
         fmt = _media_format(request)
         limit = settings.EXCHANGE_MAX_UPLOAD_BYTES
         try:
-            stored = bulk.upload_store(_body_reader(request), fmt=fmt, limit=limit)
-        except bulk.UploadTooLarge:
+            stored = upload.upload_store(_body_reader(request), fmt=fmt, limit=limit)
+        except upload.UploadTooLarge:
             _deny(caller, "submission.create", "payload_too_large", limit=limit)
             raise PayloadTooLarge(f"The file is larger than {limit} bytes; split it into smaller files.") from None
-        except bulk.FileRejected as exc:
+        except upload.FileRejected as exc:
             _deny(caller, "submission.create", "malformed_request")
             raise Malformed(exc.message) from None
-        submission, created = bulk.submission_create(member=caller.member, actor=caller.actor, fmt=fmt, stored=stored)
+        submission, created = upload.submission_create(member=caller.member, actor=caller.actor, fmt=fmt, stored=stored)
         return Response(
             {"id": str(submission.pk), "status": submission.status, "duplicate": not created},
             status=status.HTTP_202_ACCEPTED,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from django.db import connections, transaction
 
@@ -14,12 +12,8 @@ from audit.verify import verify_chain
 
 
 def _wait_until_sealed(count: int, timeout: float = 20.0) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        sealed = AuditEvent.objects.filter(seq__isnull=False).count()
-        if sealed >= count:
-            return sealed
-        time.sleep(0.05)
+    """The sealed events once the sealer thread has nothing left to look at (its hook, not a poll)."""
+    sealing.wait_until_idle(timeout)
     return AuditEvent.objects.filter(seq__isnull=False).count()
 
 
@@ -58,9 +52,10 @@ def test_events_left_while_another_sealer_held_the_lock_are_sealed_without_anoth
     try:
         with other.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_lock(%s)", [sealing.ADVISORY_LOCK_KEY])
+        passes = sealing.sealer_passes()
         with transaction.atomic():
             audit_write(action="test.left", actor="test")
-        time.sleep(3 * sealing.COALESCE_SECONDS)  # the thread has tried, and found the lock busy
+        assert sealing.wait_for_pass(passes), "the sealer thread never tried"  # and found the lock busy
         assert AuditEvent.objects.filter(seq__isnull=False).count() == 0
         with other.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_unlock(%s)", [sealing.ADVISORY_LOCK_KEY])
@@ -112,11 +107,11 @@ def test_the_thread_goes_idle_when_nothing_is_left(sealer, monkeypatch):
     monkeypatch.setattr(sealing, "_seal", _recording(sealing._seal, passes))
     with transaction.atomic():
         audit_write(action="test.write", actor="test")
-    assert _wait_until_sealed(1) == 1
-    time.sleep(4 * sealing.COALESCE_SECONDS)  # the pass after the sealing one finds nothing
+    # Idle: waiting for a wake-up with none pending, so it runs no pass until the next commit. A
+    # thread that kept waking itself with nothing to seal would never get there.
+    assert sealing.wait_until_idle(), "the sealer thread kept polling with nothing to seal"
+    assert AuditEvent.objects.filter(seq__isnull=False).count() == 1
     settled = len(passes)
-    time.sleep(5 * sealing.COALESCE_SECONDS)
-    assert len(passes) == settled, "the sealer thread kept polling with nothing to seal"
     assert settled <= 3
 
 

@@ -41,7 +41,7 @@ def test_an_api_call_is_503_when_the_database_fails(bank_a, monkeypatch):
     def broken(*args, **kwargs):
         raise OperationalError("server closed the connection unexpectedly")
 
-    monkeypatch.setattr(api.services, "records_submit", broken)
+    monkeypatch.setattr(api.records, "records_submit", broken)
     response = bank_a.client.post("/api/v1/records", {"records": [{}]}, format="json")
     assert response.status_code == 503
     assert response.json()["code"] == "unavailable"

@@ -7,7 +7,7 @@ import uuid
 from datetime import date, timedelta
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 
 from audit.models import AuditEvent
 from exchange.models import Record, RecordVersion
@@ -304,3 +304,25 @@ def test_refusals_to_withdraw_or_revoke_anothers_objects_are_audited(bank_a, ban
     assert bank_b.client.post(f"/api/v1/consents/{consent_id}/revoke").status_code == 404
     denied = AuditEvent.objects.filter(outcome="denied", member_code="BANKB")
     assert {(e.action, e.object_id) for e in denied} == {("record.withdraw", record_id), ("consent.revoke", consent_id)}
+
+
+def test_a_batchs_events_are_stored_already_sealed_in_its_transaction(bank_a):
+    # One writer, one sealer: on either database a batch's record.submit events go in sealed (no
+    # sealer pass after the commit needed), each naming its record and version.
+    from audit.sealing import seal_pending
+    from audit.verify import verify_chain
+    from exchange.records import records_store
+    from exchange.validation import parse_record
+
+    submit(bank_a, record("L-1", 1))
+    parsed = [parse_record(record("L-1", 1, days_past_due=80)), parse_record(record("L-2", 2))]
+    with transaction.atomic():
+        stored = records_store(member=bank_a.member, actor="test", records=parsed)
+        events = list(AuditEvent.objects.filter(action="record.submit", actor="test").order_by("seq"))
+    assert [(e.object_id, e.details["version"], e.details["created"]) for e in events] == [
+        (s["id"], s["version"], s["created"]) for s in stored
+    ]
+    assert [s["version"] for s in stored] == [2, 1]
+    assert all(e.seq is not None for e in events)
+    seal_pending()  # the personas' own events, and a checkpoint
+    assert verify_chain().ok

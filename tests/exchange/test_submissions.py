@@ -15,7 +15,7 @@ from django.core.management import call_command
 from django.db import connection
 
 from audit.models import AuditEvent
-from exchange import bulk
+from exchange.bulk import worker
 from exchange.models import Record, RecordVersion, Submission, SubmissionError
 from tests.conftest import make_persona
 from tests.factories import record, ric
@@ -62,7 +62,7 @@ def upload(persona, body: bytes, content_type: str = "text/csv", **extra):
 
 
 def process(submission_id) -> Submission:
-    submission = bulk.submission_process(submission_id)
+    submission = worker.submission_process(submission_id)
     assert submission is not None
     return submission
 
@@ -186,7 +186,7 @@ def test_the_same_file_twice_answers_the_first_submission_and_stores_nothing_new
     again = upload(bank_a, body)
     assert again.status_code == 202
     assert again.json() == {"id": first["id"], "status": "completed", "duplicate": True}
-    assert bulk.submission_process(first["id"]) is None  # finished: nothing to do
+    assert worker.submission_process(first["id"]) is None  # finished: nothing to do
     assert Record.objects.count() == 2 and RecordVersion.objects.count() == 2
     # Another member's identical file is its own submission.
     other = upload(bank_b, body).json()
@@ -326,10 +326,10 @@ def test_a_lease_held_by_a_live_worker_is_respected_and_a_lapsed_one_taken_over(
     Submission.objects.filter(pk=submission_id).update(
         status="processing", lease_owner=f"elsewhere:{os.getpid()}:x", lease_expires_at="2999-01-01T00:00:00Z"
     )
-    assert bulk.submission_process(submission_id) is None
+    assert worker.submission_process(submission_id) is None
     assert Record.objects.count() == 0
     Submission.objects.filter(pk=submission_id).update(lease_expires_at="2000-01-01T00:00:00Z")
-    assert bulk.submissions_recover() == 1
+    assert worker.submissions_recover() == 1
     assert process(submission_id).accepted == 1
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from config import api_urls
-from exchange import bulk
+from exchange.bulk import worker
 from tests.conftest import Persona
 from tests.factories import consent, record, subject
 
@@ -68,7 +68,7 @@ def build_world(owner: Persona, tmp_path) -> World:
     uploaded = client.generic("POST", "/api/v1/submissions", csv.encode(), content_type="text/csv")
     assert uploaded.status_code == 202, uploaded.content
     submission_id = uploaded.json()["id"]
-    bulk.submission_process(submission_id)
+    worker.submission_process(submission_id)
     return World(
         owner=owner,
         ids={

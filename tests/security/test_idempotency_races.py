@@ -16,7 +16,7 @@ import pytest
 from django.db import connection
 
 from audit.models import AuditEvent
-from exchange import idempotency, services
+from exchange import idempotency, records
 from exchange.models import IdempotencyKey, Record, RecordVersion
 from tests.conftest import make_persona
 from tests.factories import record
@@ -74,8 +74,8 @@ def held(request, monkeypatch):
     else:
         if connection.vendor != "postgresql":
             pytest.skip("SQLite serialises writers: a request inside a write transaction blocks the other")
-        hold = Held(services.records_submit, before=True)
-        monkeypatch.setattr(services, "records_submit", hold)
+        hold = Held(records.records_submit, before=True)
+        monkeypatch.setattr(records, "records_submit", hold)
     return hold
 
 
@@ -142,7 +142,7 @@ def test_a_retry_after_a_503_mid_request_is_not_refused_as_in_progress(monkeypat
 
     bank_a = make_persona("BANKA", "Bank A")
     down = {"now": False}
-    original_submit, original_delete = services.records_submit, QuerySet.delete
+    original_submit, original_delete = records.records_submit, QuerySet.delete
 
     def submit(**kwargs):
         down["now"] = True  # the database goes away in the middle of the request
@@ -153,13 +153,13 @@ def test_a_retry_after_a_503_mid_request_is_not_refused_as_in_progress(monkeypat
             raise OperationalError("no connection to the server")
         return original_delete(self)
 
-    monkeypatch.setattr(services, "records_submit", submit)
+    monkeypatch.setattr(records, "records_submit", submit)
     monkeypatch.setattr(QuerySet, "delete", delete)
     first = bank_a.client.post("/api/v1/records", BODY, format="json", HTTP_IDEMPOTENCY_KEY="outage-key-1")
     assert (first.status_code, first.json()["code"]) == (503, "unavailable")
 
     down["now"] = False  # the database is back; the client retries as told
-    monkeypatch.setattr(services, "records_submit", original_submit)
+    monkeypatch.setattr(records, "records_submit", original_submit)
     retry = bank_a.client.post("/api/v1/records", BODY, format="json", HTTP_IDEMPOTENCY_KEY="outage-key-1")
     assert retry.status_code == 201, retry.content
     stored_once()

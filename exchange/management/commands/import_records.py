@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from audit.actors import cli_actor
 from core.commands import get_or_fail
-from exchange import bulk
+from exchange.bulk import upload, worker
 from exchange.models import Submission, SubmissionError, SubmissionFormat, SubmissionStatus
 from members.models import Member
 
@@ -37,11 +37,11 @@ class Command(BaseCommand):
         member = get_or_fail(Member, f"No member with code {code!r}.", code=code)
         if not file.is_file():
             raise CommandError(f"No such file: {file}")
-        fmt = format or bulk.format_for_path(file)
-        stored = bulk.file_inspect(file, fmt=fmt)
+        fmt = format or upload.format_for_path(file)
+        stored = upload.file_inspect(file, fmt=fmt)
         if stored.size == 0:
             raise CommandError("The file is empty.")
-        submission, created = bulk.submission_create(
+        submission, created = upload.submission_create(
             member=member, actor=cli_actor("import_records"), fmt=fmt, stored=stored, owned=False, enqueue=False
         )
         if not submission.finished:
@@ -54,12 +54,12 @@ class Command(BaseCommand):
                 file=self.stderr._out,
                 dynamic_ncols=True,
             ) as bar:
-                result = bulk.submission_process(submission.pk, progress=bar.update, chunk_rows=chunk_rows)
+                result = worker.submission_process(submission.pk, progress=bar.update, chunk_rows=chunk_rows)
             if result is None:
                 raise CommandError(f"Submission {submission.pk} is being processed by another worker.")
             submission = result
-            # Bulk audit events are sealed by the backstop, not after every chunk: seal them now.
-            bulk.seal_backstop()
+            # The records' events went in sealed; seal the rest (the submission's own) and sign a checkpoint.
+            worker.seal_backstop()
         elif not created:
             self.stderr.write(f"This file was submitted before (submission {submission.pk}); nothing stored again.")
         self._report(submission, file, errors)

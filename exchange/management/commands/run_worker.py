@@ -9,7 +9,7 @@ import time
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
-from exchange import bulk
+from exchange.bulk import worker
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, once: bool, interval: float, verbosity: int, **options):
         while True:
-            recovered = bulk.submissions_recover()
+            recovered = worker.submissions_recover()
             if recovered:
                 logger.info("re-enqueued %d unfinished submissions", recovered)
             if _database_backend():
@@ -49,7 +49,7 @@ class Command(BaseCommand):
                     "--interval=0",
                     verbosity=max(verbosity - 1, 0),
                 )
-            bulk.seal_backstop()
+            worker.seal_backstop()
             if once:
                 return
             time.sleep(interval)

@@ -14,7 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit.actors import cli_actor
-from exchange import services
+from exchange import records, services
 from exchange.models import Channel, Purpose
 from exchange.validation import parse_record
 from members.models import Member, MemberKind, Scope
@@ -128,7 +128,7 @@ class Command(BaseCommand):
                 if m in holders
             ]
             with transaction.atomic():
-                services.records_store(member=member, actor=actor, records=[parse_record(r) for r in raw])
+                records.records_store(member=member, actor=actor, records=[parse_record(r) for r in raw])
         now = timezone.now()
         callers = {m.code: services.Caller(member=m, actor=actor) for m in members}
         for index in range(60):

@@ -1,0 +1,208 @@
+"""Storing a bulk file: an upload streamed to the storage dir (or an operator's file inspected in
+place), checked to be text, then registered as a submission and handed to the worker.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import os
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from django.db import transaction
+from django.utils import timezone
+
+from audit.services import audit_write
+from exchange.bulk.rows import SNIFF_BYTES, FileRejected, sniff_text
+from exchange.bulk.worker import file_path, lease, storage_dir, submission_enqueue
+from exchange.models import Submission, SubmissionFormat, SubmissionStatus
+from members.models import Member
+
+READ_BLOCK = 1 << 20  # bytes read from an upload or a file at a time
+MEDIA_TYPES = {"text/csv": SubmissionFormat.CSV, "application/x-ndjson": SubmissionFormat.JSONL}
+EXTENSIONS = {".csv": SubmissionFormat.CSV, ".jsonl": SubmissionFormat.JSONL, ".ndjson": SubmissionFormat.JSONL}
+
+
+class UploadTooLarge(Exception):
+    pass
+
+
+@dataclass
+class StoredFile:
+    path: Path
+    sha256: str
+    size: int
+    data_rows: int  # an upper-bound estimate: physical lines, less the CSV header
+
+
+def _estimate_rows(fmt: str, newlines: int, size: int, last: bytes) -> int:
+    lines = newlines + (1 if size and last != b"\n" else 0)
+    return max(0, lines - (1 if fmt == SubmissionFormat.CSV else 0))
+
+
+def upload_store(read: Callable[[int], bytes], *, fmt: str, limit: int) -> StoredFile:
+    """Stream a body into a new file under the storage dir, hashing and counting lines on the way.
+
+    Raises UploadTooLarge past `limit` bytes and FileRejected for an empty or non-text body; the
+    partial file is deleted in every case of failure.
+    """
+    directory = storage_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f".upload-{uuid.uuid4().hex}.part"
+    digest = hashlib.sha256()
+    size = newlines = 0
+    head = b""
+    last = b""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            while True:
+                block = read(READ_BLOCK)
+                if not block:
+                    break
+                size += len(block)
+                if size > limit:
+                    raise UploadTooLarge()
+                if len(head) < SNIFF_BYTES:
+                    head += block[: SNIFF_BYTES - len(head)]
+                digest.update(block)
+                newlines += block.count(b"\n")
+                last = block[-1:]
+                out.write(block)
+        _check_head(head, size)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return StoredFile(path, digest.hexdigest(), size, _estimate_rows(fmt, newlines, size, last))
+
+
+def file_inspect(path: Path, *, fmt: str) -> StoredFile:
+    """Hash and count an operator's file in place (import_records), checking it is text."""
+    digest = hashlib.sha256()
+    size = newlines = 0
+    head = last = b""
+    with open(path, "rb") as source:
+        while block := source.read(READ_BLOCK):
+            if len(head) < SNIFF_BYTES:
+                head += block[: SNIFF_BYTES - len(head)]
+            size += len(block)
+            digest.update(block)
+            newlines += block.count(b"\n")
+            last = block[-1:]
+    return StoredFile(path, digest.hexdigest(), size, _estimate_rows(fmt, newlines, size, last))
+
+
+def _check_head(head: bytes, size: int) -> None:
+    if size == 0:
+        raise FileRejected("The body is empty: send a CSV file with a header row, or JSON Lines.")
+    problem = sniff_text(head, complete=size <= len(head))
+    if problem:
+        raise FileRejected(problem)
+
+
+def format_for_path(path: Path) -> str:
+    """The format of an operator's file: by extension, else by its first non-blank character."""
+    fmt = EXTENSIONS.get(path.suffix.lower())
+    if fmt:
+        return fmt
+    with open(path, "rb") as source:
+        head = source.read(4096).lstrip(codecs.BOM_UTF8 + b" \t\r\n")
+    return SubmissionFormat.JSONL if head.startswith(b"{") else SubmissionFormat.CSV
+
+
+# --- creating a submission ------------------------------------------------------------------------
+
+
+def submission_create(
+    *, member: Member, actor: str, fmt: str, stored: StoredFile, owned: bool = True, enqueue: bool = True
+) -> tuple[Submission, bool]:
+    """Register a stored file as a submission, or return the member's earlier submission of the
+    same file (same SHA-256): resubmitting is safe, its rows are never stored twice.
+
+    An owned upload is renamed to `<id>.<format>` in the storage dir; a duplicate's copy is deleted.
+    Returns (submission, created). Audited as `submission.create`.
+    """
+    submission_id = uuid.uuid4()
+    now = timezone.now()
+    if owned:
+        final = stored.path.with_name(f"{submission_id}.{fmt}")
+        os.replace(stored.path, final)
+        file_name = final.name
+    else:
+        final = None
+        file_name = str(stored.path.resolve())
+    try:
+        with transaction.atomic():
+            existing = Submission.objects.select_for_update().filter(member=member, sha256=stored.sha256).first()
+            created = existing is None
+            requeued = False
+            if created:
+                submission = Submission.objects.create(
+                    id=submission_id,
+                    member=member,
+                    actor=actor[:120],
+                    format=fmt,
+                    sha256=stored.sha256,
+                    size=stored.size,
+                    file_name=file_name,
+                    file_owned=owned,
+                    total=stored.data_rows,
+                    created_at=now,
+                    # No worker has it yet: the recovery sweep re-enqueues it if none claims it by then.
+                    lease_expires_at=now + lease(),
+                )
+            else:
+                submission = existing
+                if submission.status == SubmissionStatus.FAILED:
+                    # Failed as a whole (e.g. its file was lost): the same file may be tried again,
+                    # resuming from what was stored (a failure never leaves a row half-stored).
+                    _requeue_failed(submission, file_name=file_name, owned=owned, now=now)
+                    requeued = True
+                    final = None  # the new copy is the submission's file now
+            audit_write(
+                action="submission.create",
+                actor=actor,
+                member_code=member.code,
+                object_type="submission",
+                object_id=submission.pk,
+                details={"format": fmt, "size": stored.size, "sha256": stored.sha256, "duplicate": not created},
+            )
+            if enqueue and (created or requeued):
+                transaction.on_commit(lambda: submission_enqueue(submission.pk))
+    except BaseException:
+        if final is not None:
+            final.unlink(missing_ok=True)
+        raise
+    if not created and final is not None:
+        final.unlink(missing_ok=True)
+    return submission, created
+
+
+def _requeue_failed(submission: Submission, *, file_name: str, owned: bool, now: datetime) -> None:
+    old = file_path(submission)
+    submission.status = SubmissionStatus.QUEUED
+    submission.error = ""
+    submission.attempts = 0
+    submission.finished_at = None
+    submission.file_name = file_name
+    submission.file_owned = owned
+    submission.lease_owner = ""
+    submission.lease_expires_at = now + lease()
+    submission.save(
+        update_fields=[
+            "status",
+            "error",
+            "attempts",
+            "finished_at",
+            "file_name",
+            "file_owned",
+            "lease_owner",
+            "lease_expires_at",
+        ]
+    )
+    if old != file_path(submission) and submission.file_owned:
+        transaction.on_commit(lambda: old.unlink(missing_ok=True))
