@@ -12,7 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from core.crypto import DecryptionError, decrypt, encrypt, key_id_of, key_ring, reencrypt
-from tests.core.conftest import NEW_FIELD_KEY, TEST_FIELD_KEYS
+from tests.core.conftest import NEW_FIELD_KEY
+from tests.testenv import TEST_FIELD_KEYS
 
 AAD = b"exchange_record|name|0b7c5f0e-5b1a-4c59-9f57-0d2f3c9d8a11"
 
