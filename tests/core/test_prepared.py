@@ -12,7 +12,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from audit import sealing
@@ -36,8 +36,6 @@ def fields_of(instance) -> dict:
 
 def run(query: PreparedQuery, **values) -> list[list]:
     """A prepared query's rows, bound, run and converted as its users do."""
-    from django.db import connection
-
     sql, params = query.bind(**values)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
@@ -258,8 +256,6 @@ def test_audit_writes_store_what_the_orm_saves():
 
 
 def test_insert_statement_names_every_column_but_the_auto_one_and_is_built_once():
-    from django.db import connection
-
     for model in (Inquiry, Consent, AuditEvent):
         sql, fields, auto = insert_statement(model)
         assert auto is model._meta.auto_field
