@@ -55,10 +55,9 @@ class KeyRing:
     ciphers: dict[str, AESGCM]
 
 
-# The parsed ring, built on first use. Reading a Django setting costs about as much as one
-# AES-GCM call (LazySettings' __getattribute__), so the ring is not re-read per value: it is
-# dropped when the setting changes (override_settings and pytest-django's `settings` send
-# setting_changed) and rebuilt from the new value on next use.
+# The parsed ring, built on first use rather than parsed per value: it is dropped when the
+# setting changes (override_settings and pytest-django's `settings` send setting_changed) and
+# rebuilt from the new value on next use.
 _ring: KeyRing | None = None
 _current: tuple[bytes, int, AESGCM] | None = None  # header, its length, cipher: the hot path's view
 
