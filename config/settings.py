@@ -100,8 +100,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["CONN_MAX_AGE"] = 0
 else:
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
-    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-        # Django's backend, with no health-check round trip on a connection in steady use.
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_bool(
+        "EXCHANGE_DB_SKIP_BUSY_HEALTH_CHECK", False
+    ):
+        # Opt-in: Django's backend without the health check's SELECT 1 on a connection used
+        # moments ago (core/postgresql/base.py; docs/operations.md).
         DATABASES["default"]["ENGINE"] = "core.postgresql"
     if env_bool("DB_SERVER_SIDE_BINDING", True):
         # Parameters sent apart from the SQL (no quoting in Python), and each statement prepared by

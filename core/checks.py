@@ -6,7 +6,7 @@ from django.conf import settings
 from django.core.checks import Error, Tags, register
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import decode_key, parse_field_keys
+from core.keys import decode_key, parse_field_keys
 
 SECRETS_TAG = "exchange_secrets"
 

@@ -12,7 +12,6 @@ every key decrypts; `manage.py rotate_keys` re-encrypts old values under the fir
 from __future__ import annotations
 
 import os
-from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
@@ -33,12 +32,11 @@ from django.db.models.lookups import Exact
 from django.db.models.query_utils import DeferredAttribute
 from django.dispatch import receiver
 
-from config.env import parse_field_keys
+from core.keys import parse_field_keys
 
 FORMAT_V1 = 1
 NONCE_SIZE = 12
 TAG_SIZE = 16
-_NONCES_PER_READ = 256
 
 
 class DecryptionError(Exception):
@@ -57,10 +55,9 @@ class KeyRing:
     ciphers: dict[str, AESGCM]
 
 
-# The parsed ring, built on first use. Reading a Django setting costs about as much as one
-# AES-GCM call (LazySettings' __getattribute__), so the ring is not re-read per value: it is
-# dropped when the setting changes (override_settings and pytest-django's `settings` send
-# setting_changed) and rebuilt from the new value on next use.
+# The parsed ring, built on first use rather than parsed per value: it is dropped when the
+# setting changes (override_settings and pytest-django's `settings` send setting_changed) and
+# rebuilt from the new value on next use.
 _ring: KeyRing | None = None
 _current: tuple[bytes, int, AESGCM] | None = None  # header, its length, cipher: the hot path's view
 
@@ -108,20 +105,6 @@ def current_key_id() -> str:
 
 # --- encrypt / decrypt ------------------------------------------------------------------------
 
-# Random 96-bit nonces, read from the OS 256 at a time: one getrandom() call per value was a third
-# of the cost of encrypting a short field. deque.popleft() is atomic, so two threads never get the
-# same nonce; a forked child drops the pool it inherited, so parent and child never share one.
-_nonces: deque[bytes] = deque()
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_nonces.clear)
-
-
-def _refill_nonces() -> bytes:
-    """Refill the pool and return one more nonce."""
-    block = os.urandom(NONCE_SIZE * _NONCES_PER_READ)
-    _nonces.extend([block[i : i + NONCE_SIZE] for i in range(NONCE_SIZE, len(block), NONCE_SIZE)])
-    return block[:NONCE_SIZE]
-
 
 def encrypt(plaintext: str, *, aad: bytes) -> bytes:
     """Encrypt under the current key; `aad` names the value's place (see field_aad)."""
@@ -130,10 +113,7 @@ def encrypt(plaintext: str, *, aad: bytes) -> bytes:
         data = plaintext.encode()
     except (AttributeError, UnicodeEncodeError):
         data = _encode_text(plaintext)
-    try:
-        nonce = _nonces.popleft()
-    except IndexError:
-        nonce = _refill_nonces()
+    nonce = os.urandom(NONCE_SIZE)  # random 96-bit nonce per value, from the OS each time
     return header + nonce + cipher.encrypt(nonce, data, aad)
 
 

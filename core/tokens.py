@@ -16,44 +16,25 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
-from config.env import decode_key
 from core.identifiers import ID_TYPES, normalize_subject
+from core.keys import decode_key
 
 _TOKEN_TAG = "exchange.subject-token.v1"  # noqa: S105 - a domain tag, not a secret
 _BLIND_TAG = "exchange.blind-index.v1"
 _ID_TYPES = frozenset(ID_TYPES)
 
 
-class _KeyedHmac:
-    """HMAC-SHA256 under one key (RFC 2104), its two padded-key hash states computed once and
-    copied per message: copying two hashlib states is about half the cost of copying an
-    hmac.HMAC (whose copy() is Python code) and a third of hmac.new. Checked against hmac.new
-    when built."""
-
-    __slots__ = ("_inner", "_outer")
-
-    def __init__(self, key: bytes):
-        block = (hashlib.sha256(key).digest() if len(key) > 64 else key).ljust(64, b"\0")  # 64: SHA-256's block
-        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
-        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
-        probe = b"exchange.hmac-self-check"
-        if self.hexdigest(probe) != hmac.new(key, probe, hashlib.sha256).hexdigest():
-            raise RuntimeError("HMAC self-check failed")
-
-    def hexdigest(self, message: bytes) -> str:
-        inner = self._inner.copy()
-        inner.update(message)
-        outer = self._outer.copy()
-        outer.update(inner.digest())
-        return outer.hexdigest()
+def _hexdigest(template: hmac.HMAC, message: bytes) -> str:
+    # A copy of an HMAC already keyed: the key is processed once, not for every token.
+    mac = template.copy()
+    mac.update(message)
+    return mac.hexdigest()
 
 
-# Keyed HMAC states, built on first use and copied per message: a copy skips the key schedule,
-# which is most of the cost of hmac.new for short messages. They are dropped when the setting
-# changes (override_settings and pytest-django's `settings` send setting_changed); the setting is
-# not read per token because a Django settings read costs about a third of a token.
-_subject_hmac: _KeyedHmac | None = None
-_blind_hmacs: dict[str, _KeyedHmac] = {}  # purpose -> HMAC under the key derived for it
+# Keyed HMACs, built on first use and dropped when the setting changes (override_settings and
+# pytest-django's `settings` send setting_changed), so the key is not decoded per token.
+_subject_hmac: hmac.HMAC | None = None
+_blind_hmacs: dict[str, hmac.HMAC] = {}  # purpose -> HMAC under the key derived for it
 
 
 @receiver(setting_changed)
@@ -71,10 +52,10 @@ def _key() -> bytes:
     return decode_key("EXCHANGE_SUBJECT_KEY", value)
 
 
-def _subject_template() -> _KeyedHmac:
+def _subject_template() -> hmac.HMAC:
     global _subject_hmac
     if _subject_hmac is None:
-        _subject_hmac = _KeyedHmac(_key())
+        _subject_hmac = hmac.new(_key(), digestmod=hashlib.sha256)
     return _subject_hmac
 
 
@@ -88,7 +69,7 @@ def subject_token(id_type: str, normalized_id: str, country: str = "") -> str:
     if id_type not in _ID_TYPES:
         raise ValueError(f"unknown id_type {id_type!r}")
     message = f"{_TOKEN_TAG}|{len(id_type)}:{id_type}|{len(country)}:{country}|{len(normalized_id)}:{normalized_id}"
-    return (_subject_hmac or _subject_template()).hexdigest(message.encode())
+    return _hexdigest(_subject_hmac or _subject_template(), message.encode())
 
 
 def tokenize_subject(id_type: str, id_number: str, country: str | None = None) -> str:
@@ -97,11 +78,11 @@ def tokenize_subject(id_type: str, id_number: str, country: str | None = None) -
     return subject_token(id_type, normalised, normalised_country)
 
 
-def _blind_template(purpose: str) -> _KeyedHmac:
+def _blind_template(purpose: str) -> hmac.HMAC:
     template = _blind_hmacs.get(purpose)
     if template is None:
         hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=f"{_BLIND_TAG}|{purpose}".encode())
-        template = _blind_hmacs[purpose] = _KeyedHmac(hkdf.derive(_key()))
+        template = _blind_hmacs[purpose] = hmac.new(hkdf.derive(_key()), digestmod=hashlib.sha256)
     return template
 
 
@@ -113,4 +94,4 @@ def blind_index(purpose: str, scope: str, value: str) -> str:
     """
     if not purpose:
         raise ValueError("blind_index needs a purpose")
-    return (_blind_hmacs.get(purpose) or _blind_template(purpose)).hexdigest(_encode(_BLIND_TAG, scope, value))
+    return _hexdigest(_blind_hmacs.get(purpose) or _blind_template(purpose), _encode(_BLIND_TAG, scope, value))

@@ -310,12 +310,12 @@ def _report_rows(*, member: Member, subject_token: str, now: datetime) -> tuple[
     ]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        found = cursor.fetchall()
-    width = len(_LINE_FIELDS)
-    counts = dict(zip(_COUNT_FIELDS, (n or 0 for n in found[0][width:]), strict=True))
+        names = [column[0] for column in cursor.description]
+        # The records' columns come first, as the ORM compiled them: its converters apply to them.
+        found = [dict(zip(names, row, strict=True)) for row in _VISIBLE_RECORDS.convert(cursor.fetchall(), connection)]
+    counts = {name: found[0][name] or 0 for name in _COUNT_FIELDS}
     # A subject without records has one row: its counts, with NULL record columns.
-    converted = _VISIBLE_RECORDS.convert(found, connection)
-    rows = [dict(zip(_LINE_FIELDS, row, strict=False)) for row in converted if row[0] is not None]
+    rows = [{name: row[name] for name in _LINE_FIELDS} for row in found if row["id"] is not None]
     return rows, counts
 
 

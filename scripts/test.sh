@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# One command to run every check: ruff, migrations check, the test suite on a throwaway
-# PostgreSQL 15 (started here as a non-root user in a temporary folder), then on SQLite.
+# One command to run every check: ruff (lint and format), migrations check, the test suite on a
+# throwaway PostgreSQL 15 (started here as a non-root user in a temporary folder), then on SQLite.
+# Each suite runs on TEST_WORKERS pytest-xdist workers (default: one per CPU), each with its own
+# test database; extra arguments go to pytest (`scripts/test.sh tests/core`).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-venv.sh requirements-dev.txt || exit 1
@@ -12,6 +14,9 @@ step() { echo; echo "==> $*"; }
 
 step "ruff check"
 .venv/bin/ruff check . || failed=1
+
+step "ruff format --check"
+.venv/bin/ruff format --check . || failed=1
 
 step "makemigrations --check"
 DEBUG=1 $PY manage.py makemigrations --check --dry-run || failed=1
@@ -63,13 +68,14 @@ psql_su -c "CREATE ROLE exchange LOGIN CREATEDB PASSWORD 'exchange';" \
 export EXCHANGE_TEST_PG_PORT="$port"
 export EXCHANGE_TEST_PG_SUPERUSER_URL="postgres://postgres@127.0.0.1:$port/postgres"
 
-step "pytest on PostgreSQL"
+workers="${TEST_WORKERS:-auto}"
+step "pytest on PostgreSQL ($workers workers)"
 DATABASE_URL="postgres://exchange:exchange@127.0.0.1:$port/exchange" \
-  $PY -m pytest -q -p no:cacheprovider "$@"
+  $PY -m pytest -q -p no:cacheprovider -n "$workers" "$@"
 rc=$?; [ $rc -eq 0 ] || failed=1
 
-step "pytest on SQLite"
-DATABASE_URL="sqlite:///$pgdir/sqlite-test.db" $PY -m pytest -q -p no:cacheprovider "$@"
+step "pytest on SQLite ($workers workers)"
+DATABASE_URL="sqlite:///$pgdir/sqlite-test.db" $PY -m pytest -q -p no:cacheprovider -n "$workers" "$@"
 rc=$?; [ $rc -eq 0 ] || failed=1
 
 echo

@@ -16,7 +16,6 @@ from django.db import connection, models
 
 from core.crypto import EncryptedTextField
 
-TEST_FIELD_KEYS = "test1:" + base64.b64encode(b"f" * 32).decode()  # tests/testenv.py
 NEW_FIELD_KEY = "k2:" + base64.b64encode(b"n" * 32).decode()
 
 

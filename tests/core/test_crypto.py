@@ -12,7 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from core.crypto import DecryptionError, decrypt, encrypt, key_id_of, key_ring, reencrypt
-from tests.core.conftest import NEW_FIELD_KEY, TEST_FIELD_KEYS
+from tests.core.conftest import NEW_FIELD_KEY
+from tests.testenv import TEST_FIELD_KEYS
 
 AAD = b"exchange_record|name|0b7c5f0e-5b1a-4c59-9f57-0d2f3c9d8a11"
 
@@ -118,13 +119,13 @@ def test_decrypt_takes_any_bytes_like_value():
 
 
 def test_no_two_values_share_a_nonce():
-    nonces = {encrypt("x", aad=AAD)[7:19] for _ in range(2000)}  # several refills of the nonce pool
+    nonces = {encrypt("x", aad=AAD)[7:19] for _ in range(2000)}
     assert len(nonces) == 2000
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
 def test_a_forked_child_does_not_reuse_the_nonces_its_parent_drew():
-    encrypt("x", aad=AAD)  # the pool now holds nonces the parent will use next
+    encrypt("x", aad=AAD)  # a fork after encrypting must not replay anything the parent drew
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: report its next nonce and leave at once

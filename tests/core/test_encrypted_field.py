@@ -12,7 +12,8 @@ from django.db import models, transaction
 from django.test.utils import isolate_apps
 
 from core.crypto import Ciphertext, DecryptionError, EncryptedTextField, field_aad, key_id_of
-from tests.core.conftest import NEW_FIELD_KEY, TEST_FIELD_KEYS, raw_rows
+from tests.core.conftest import NEW_FIELD_KEY, raw_rows
+from tests.testenv import TEST_FIELD_KEYS
 
 pytestmark = pytest.mark.django_db
 

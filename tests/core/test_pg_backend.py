@@ -1,5 +1,6 @@
 """core.postgresql: Django's PostgreSQL backend, minus the health check's `SELECT 1` on a connection
-that Django's request hooks saw moments ago without error.
+that Django's request hooks saw moments ago without error. Opt-in, with
+EXCHANGE_DB_SKIP_BUSY_HEALTH_CHECK=1; off by default, when the ENGINE is Django's own.
 
 A "request" here is what Django does around one: `close_if_unusable_or_obsolete()` (run by
 `close_old_connections` on request_started and request_finished) and the request's queries. The
@@ -7,48 +8,94 @@ health check runs on psycopg's own cursor, out of sight of CaptureQueriesContext
 counted through a wrapper around `connection.is_usable`.
 
 PostgreSQL only, and transactional (the connection in autocommit, as in a real request, and not
-inside the test's transaction).
+inside the test's transaction). The skip's tests put the backend that the setting selects in
+place of the default connection for the test's duration.
 """
 
 from __future__ import annotations
 
-import datetime
+import json
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import psycopg
 import pytest
-from django.db import DataError, OperationalError, ProgrammingError, connection, connections
+from django.db import DEFAULT_DB_ALIAS, DataError, OperationalError, ProgrammingError, connection, connections
 from django.db.backends.postgresql import base as django_pg
+from django.db.utils import load_backend
 from django.test.utils import CaptureQueriesContext
 
 import core.postgresql.base as pg_backend
+from tests.testenv import TEST_ENV
 
 pytestmark = [
     pytest.mark.postgres_only,
     pytest.mark.django_db(transaction=True),
 ]
 
+ROOT = Path(__file__).resolve().parents[2]
 
-@pytest.fixture
-def checks():
-    """Each health check run on `connection` (the result of each `is_usable()`), in order."""
-    connection.ensure_connection()
-    assert connection.health_check_enabled, "CONN_HEALTH_CHECKS is off: nothing to test"
-    assert connection.get_autocommit() and not connection.in_atomic_block
-    # Start from a connection the hooks have not seen yet (an earlier test may have run them).
-    connection._last_used = None
-    connection._used = False
+
+def settings_engine(**env: str) -> str:
+    """The ENGINE that config/settings.py chooses for a PostgreSQL DATABASE_URL and `env`."""
+    code = "import json; from django.conf import settings; print(json.dumps(settings.DATABASES['default']['ENGINE']))"
+    base_env = {k: v for k, v in os.environ.items() if k != "EXCHANGE_DB_SKIP_BUSY_HEALTH_CHECK"}
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**base_env, **TEST_ENV, "DATABASE_URL": "postgres://u:p@127.0.0.1:1/x", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def _count_checks(wrapper) -> list[bool]:
+    """Each health check run on `wrapper` (the result of each `is_usable()`), in order."""
+    wrapper.ensure_connection()
+    assert wrapper.health_check_enabled, "CONN_HEALTH_CHECKS is off: nothing to test"
+    assert wrapper.get_autocommit() and not wrapper.in_atomic_block
     runs: list[bool] = []
-    real = connection.is_usable
+    real = wrapper.is_usable
 
     def counting_is_usable() -> bool:
         usable = real()
         runs.append(usable)
         return usable
 
-    connection.is_usable = counting_is_usable  # on the wrapper instance, through the proxy
+    wrapper.is_usable = counting_is_usable  # on the wrapper instance
+    return runs
+
+
+@pytest.fixture
+def skipping_backend():
+    """The default connection, for this test, as EXCHANGE_DB_SKIP_BUSY_HEALTH_CHECK=1 makes it:
+    core.postgresql's wrapper on the same database settings."""
+    original = connections[DEFAULT_DB_ALIAS]
+    settings_dict = {**original.settings_dict, "ENGINE": "core.postgresql"}
+    wrapper = load_backend(settings_dict["ENGINE"]).DatabaseWrapper(settings_dict, DEFAULT_DB_ALIAS)
+    connections[DEFAULT_DB_ALIAS] = wrapper  # `connection` now resolves to it
+    try:
+        yield wrapper
+    finally:
+        wrapper.close()
+        connections[DEFAULT_DB_ALIAS] = original
+
+
+@pytest.fixture
+def checks(skipping_backend):
+    """Each health check run on the skipping backend's connection, in order."""
+    runs = _count_checks(skipping_backend)
+    # Start from a connection the hooks have not seen yet (connecting itself makes a cursor).
+    skipping_backend._last_used = None
+    skipping_backend._used = False
     yield runs
-    del connection.is_usable
+    del skipping_backend.is_usable
 
 
 def request(sql: str = "SELECT pg_backend_pid()") -> tuple[object, list[str]]:
@@ -92,9 +139,33 @@ def terminate(pid: int) -> None:
     raise AssertionError(f"backend {pid} still alive")
 
 
-def test_the_backend_is_the_subclass_and_health_checks_are_on():
+def test_the_setting_is_off_by_default_and_the_engine_is_djangos_own():
+    assert settings_engine() == "django.db.backends.postgresql"
+    assert settings_engine(EXCHANGE_DB_SKIP_BUSY_HEALTH_CHECK="0") == "django.db.backends.postgresql"
+    assert settings_engine(EXCHANGE_DB_SKIP_BUSY_HEALTH_CHECK="1") == "core.postgresql"
+    # This test run leaves it off: the default connection is Django's wrapper itself.
+    assert connection.settings_dict["ENGINE"] == "django.db.backends.postgresql"
+    assert type(connections["default"]) is django_pg.DatabaseWrapper
+
+
+def test_sqlite_ignores_the_setting():
+    assert settings_engine(EXCHANGE_DB_SKIP_BUSY_HEALTH_CHECK="1", DATABASE_URL="sqlite:////tmp/x.db") == (
+        "django.db.backends.sqlite3"
+    )
+
+
+def test_by_default_every_request_on_a_reused_connection_is_checked():
+    runs = _count_checks(connections["default"])
+    try:
+        for _ in range(3):
+            request()
+    finally:
+        del connections["default"].is_usable
+    assert runs == [True, True, True]
+
+
+def test_with_the_setting_the_backend_is_the_subclass_and_health_checks_are_on(skipping_backend):
     assert connection.vendor == "postgresql"
-    assert connection.settings_dict["ENGINE"] == "core.postgresql"
     assert type(connections["default"]) is pg_backend.DatabaseWrapper
     assert issubclass(pg_backend.DatabaseWrapper, django_pg.DatabaseWrapper)
     assert connection.settings_dict["CONN_HEALTH_CHECKS"] is True
@@ -240,60 +311,3 @@ def test_requests_without_queries_do_not_keep_a_connection_counted_as_recently_u
     new_pid, _ = request()  # checked (the dropped connection is found and replaced), not failed
     assert checks == [True, False]
     assert new_pid != old_pid
-
-
-# --- timestamptz values read with psycopg's own loader ---------------------------------------
-
-TIMESTAMPS = [
-    "2026-11-29 03:58:15.157262+00",
-    "2026-01-02 00:00:00+00",
-    "1999-12-31 23:59:59.5+00",
-    "2026-03-29 01:30:00+02",  # a non-UTC literal: PostgreSQL converts it to the session's zone
-    "0001-01-01 00:00:00+00",
-    "9999-12-31 23:59:59.999999+00",
-]
-
-
-def _read(sql, params=()):
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchall()
-
-
-def test_timestamptz_columns_are_read_by_the_fast_loader_with_the_same_values_as_djangos():
-    connection.ensure_connection()
-    assert connection.connection.info.parameter_status("TimeZone") == "UTC"
-    loader = connection.connection.adapters.get_loader(pg_backend.TIMESTAMPTZ_OID, psycopg.pq.Format.TEXT)
-    assert loader is pg_backend.UtcTimestamptzLoader
-    sql = "SELECT v::timestamptz FROM unnest(%s::text[]) AS v"
-    fast = [row[0] for row in _read(sql, [TIMESTAMPS])]
-    # Django's own loader, registered on one cursor as Django does when the zones disagree.
-    with connection.cursor() as cursor:
-        django_pg.register_tzloader(connection.timezone, cursor.cursor)
-        cursor.execute(sql, [TIMESTAMPS])
-        slow = [row[0] for row in cursor.fetchall()]
-    assert fast == slow
-    assert all(value.tzinfo is slow_value.tzinfo is datetime.UTC for value, slow_value in zip(fast, slow, strict=True))
-    assert fast[3].hour == 23 and fast[3].day == 28  # 01:30+02 is 23:30 UTC the day before
-    assert _read("SELECT NULL::timestamptz") == [(None,)]
-    with pytest.raises(DataError):
-        _read("SELECT 'infinity'::timestamptz")
-
-
-def test_cursors_keep_the_connections_loader_while_the_zones_agree():
-    with connection.cursor() as cursor:
-        loader = cursor.cursor.adapters.get_loader(pg_backend.TIMESTAMPTZ_OID, psycopg.pq.Format.TEXT)
-    assert loader is pg_backend.UtcTimestamptzLoader
-
-
-def test_a_connection_whose_session_is_not_in_utc_keeps_djangos_loader(monkeypatch):
-    monkeypatch.setattr(django_pg.DatabaseWrapper, "timezone_name", "Asia/Shanghai")
-    wrapper = connections.create_connection("default")
-    try:
-        wrapper.ensure_connection()
-        assert wrapper.connection.info.parameter_status("TimeZone") == "Asia/Shanghai"
-        loader = wrapper.connection.adapters.get_loader(pg_backend.TIMESTAMPTZ_OID, psycopg.pq.Format.TEXT)
-        assert loader is not pg_backend.UtcTimestamptzLoader
-        assert loader.timezone is datetime.UTC  # Django's, from its adapters template
-    finally:
-        wrapper.close()

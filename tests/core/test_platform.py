@@ -13,6 +13,7 @@ from django.core.cache import cache
 from django.db import OperationalError
 
 from audit.models import AuditEvent
+from tests.testenv import TEST_ENV
 
 pytestmark = pytest.mark.django_db
 ROOT = Path(__file__).resolve().parents[2]
@@ -106,9 +107,7 @@ def _manage(*args: str, **env: str) -> subprocess.CompletedProcess:
     "missing", ["SECRET_KEY", "EXCHANGE_SUBJECT_KEY", "EXCHANGE_FIELD_KEYS", "EXCHANGE_AUDIT_SIGNING_KEY"]
 )
 def test_production_refuses_to_start_without_each_key(missing):
-    from tests.testenv import _TEST_ENV
-
-    env = {k: v for k, v in _TEST_ENV.items() if k != missing}
+    env = {k: v for k, v in TEST_ENV.items() if k != missing}
     env["DEBUG"] = "0"
     result = _manage("check", **env)
     assert result.returncode != 0
@@ -117,7 +116,7 @@ def test_production_refuses_to_start_without_each_key(missing):
     server = subprocess.run(
         [sys.executable, "-c", "import config.wsgi"],
         cwd=ROOT,
-        env={**{k: v for k, v in os.environ.items() if k not in _TEST_ENV}, **env},
+        env={**{k: v for k, v in os.environ.items() if k not in TEST_ENV}, **env},
         capture_output=True,
         text=True,
         timeout=60,
@@ -127,39 +126,31 @@ def test_production_refuses_to_start_without_each_key(missing):
 
 
 def test_production_starts_with_every_key_and_never_prints_them():
-    from tests.testenv import _TEST_ENV
-
-    result = _manage("check", **_TEST_ENV)
+    result = _manage("check", **TEST_ENV)
     assert result.returncode == 0, result.stderr
     for name in ("EXCHANGE_SUBJECT_KEY", "EXCHANGE_FIELD_KEYS", "EXCHANGE_AUDIT_SIGNING_KEY"):
-        assert _TEST_ENV[name] not in result.stdout + result.stderr
+        assert TEST_ENV[name] not in result.stdout + result.stderr
 
 
 def test_a_malformed_key_is_refused_by_name():
-    from tests.testenv import _TEST_ENV
-
-    result = _manage("check", **{**_TEST_ENV, "EXCHANGE_SUBJECT_KEY": "c2hvcnQ="})
+    result = _manage("check", **{**TEST_ENV, "EXCHANGE_SUBJECT_KEY": "c2hvcnQ="})
     assert result.returncode != 0
     assert "EXCHANGE_SUBJECT_KEY must decode to 32 bytes" in result.stderr
 
 
 def test_generate_keys_prints_a_complete_env_file_keeping_current_field_keys():
-    from tests.testenv import _TEST_ENV
-
-    result = _manage("generate_keys", **_TEST_ENV)
+    result = _manage("generate_keys", **TEST_ENV)
     assert result.returncode == 0, result.stderr
     lines = dict(line.split("=", 1) for line in result.stdout.strip().splitlines())
     assert set(lines) == {"SECRET_KEY", "EXCHANGE_SUBJECT_KEY", "EXCHANGE_FIELD_KEYS", "EXCHANGE_AUDIT_SIGNING_KEY"}
     ring = lines["EXCHANGE_FIELD_KEYS"].split(",")
-    assert len(ring) == 2 and ring[1] == _TEST_ENV["EXCHANGE_FIELD_KEYS"]
+    assert len(ring) == 2 and ring[1] == TEST_ENV["EXCHANGE_FIELD_KEYS"]
     # and they are valid: a production check passes with them
     assert _manage("check", **lines, DEBUG="0", SECURE_SSL_REDIRECT="0").returncode == 0
 
 
 def test_the_deployment_check_passes_with_production_settings():
-    from tests.testenv import _TEST_ENV
-
-    result = _manage("check", "--deploy", "--fail-level", "WARNING", **{**_TEST_ENV, "SECURE_SSL_REDIRECT": "1"})
+    result = _manage("check", "--deploy", "--fail-level", "WARNING", **{**TEST_ENV, "SECURE_SSL_REDIRECT": "1"})
     assert result.returncode == 0, result.stdout + result.stderr
 
 

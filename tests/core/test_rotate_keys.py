@@ -11,7 +11,8 @@ from django.db import transaction
 import core.crypto
 from audit.models import AuditEvent
 from core.crypto import encrypted_fields, key_id_of
-from tests.core.conftest import NEW_FIELD_KEY, TEST_FIELD_KEYS
+from tests.core.conftest import NEW_FIELD_KEY
+from tests.testenv import TEST_FIELD_KEYS
 
 pytestmark = pytest.mark.django_db
 

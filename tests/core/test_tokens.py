@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from core.identifiers import IdentifierError
 from core.tokens import blind_index, subject_token, tokenize_subject
+from tests.testenv import TEST_SUBJECT_KEY
 
-TEST_SUBJECT_KEY = b"s" * 32  # tests/testenv.py
 OTHER_KEY = base64.b64encode(b"o" * 32).decode()
 
 

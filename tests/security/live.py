@@ -4,7 +4,6 @@ root; pg_ctl on a free port), with start/stop under the caller's control."""
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import shutil
@@ -17,22 +16,13 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from tests.testenv import TEST_ENV
+
 ROOT = Path(__file__).resolve().parents[2]
 PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
 
-# Production mode with fixed, test-only keys (the values of tests/testenv.py).
-SERVER_ENV = {
-    "DJANGO_SETTINGS_MODULE": "config.settings",
-    "DEBUG": "0",
-    "SECURE_SSL_REDIRECT": "0",
-    "SECRET_KEY": "test-secret-key-not-for-production-" + "x" * 20,
-    "EXCHANGE_SUBJECT_KEY": base64.b64encode(b"s" * 32).decode(),
-    "EXCHANGE_FIELD_KEYS": "test1:" + base64.b64encode(b"f" * 32).decode(),
-    "EXCHANGE_AUDIT_SIGNING_KEY": base64.b64encode(b"a" * 32).decode(),
-    "EXCHANGE_THROTTLE_RATE": "",
-    "ALLOWED_HOSTS": "testserver,localhost,127.0.0.1",
-    "LOG_LEVEL": "ERROR",
-}
+# Production mode with the fixed, test-only keys of tests/testenv.py.
+SERVER_ENV = {"DJANGO_SETTINGS_MODULE": "config.settings", **TEST_ENV, "LOG_LEVEL": "ERROR"}
 
 
 def free_port() -> int:
