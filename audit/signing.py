@@ -19,7 +19,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from audit.chain import canonical_json, iso_utc
-from config.env import decode_key
+from core.keys import decode_key
 
 # Domain separation: a checkpoint signature can never pass for a manifest signature or vice versa.
 CHECKPOINT_CONTEXT = b"exchange-audit-checkpoint-v1\n"
