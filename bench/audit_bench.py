@@ -72,11 +72,11 @@ _CONSENT: dict = {}
 
 
 def consent_write(audited: bool, number: int) -> None:
-    """The product's consent registration (`exchange.services.consent_register`: subject parsed
+    """The product's consent registration (`exchange.consents.consent_register`: subject parsed
     and tokenised, dates checked, the consent and its event stored). Without its event: the same
     subject parsing and the same row, stored alone by `insert_one` (the date checks, a few
     comparisons, are left out)."""
-    from exchange import services
+    from exchange import consents, services
     from exchange.models import Consent
 
     if not _CONSENT:
@@ -95,7 +95,7 @@ def consent_write(audited: bool, number: int) -> None:
         "evidence_sha256": "ab" * 32,
     }
     if audited:
-        services.consent_register(caller=caller, subject=subject, **arguments)
+        consents.consent_register(caller=caller, subject=subject, **arguments)
         return
     id_type, token = services.parse_subject_or_invalid(subject)
     insert_one(Consent(member=caller.member, subject_token=token, id_type=id_type, **arguments))

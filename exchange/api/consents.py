@@ -6,7 +6,7 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
 
-from exchange import services
+from exchange import consents, services
 from exchange.api.base import IDEMPOTENCY_HEADER, MemberView, StrictSerializer, SubjectField
 from exchange.idempotency import idempotent
 from exchange.models import Channel, Consent, Purpose
@@ -64,7 +64,7 @@ class ConsentListCreateView(MemberView):
 
     def _register(self, request):
         data = self.validated(ConsentInput)
-        consent = services.consent_register(caller=self.caller, **data)
+        consent = consents.consent_register(caller=self.caller, **data)
         return Response(ConsentOutput(consent).data, status=status.HTTP_201_CREATED)
 
 
@@ -74,7 +74,7 @@ class ConsentDetailView(MemberView):
 
     @extend_schema(summary="One of your consents", responses=ConsentOutput)
     def get(self, request, consent_id):
-        consent = services.consent_get(caller=self.caller, consent_id=consent_id)
+        consent = consents.consent_get(caller=self.caller, consent_id=consent_id)
         services.audit_read(
             self.caller,
             "consent.read",
@@ -91,5 +91,5 @@ class ConsentRevokeView(MemberView):
 
     @extend_schema(summary="Revoke one of your consents", request=None, responses=ConsentOutput)
     def post(self, request, consent_id):
-        consent = services.consent_revoke(caller=self.caller, consent_id=consent_id)
+        consent = consents.consent_revoke(caller=self.caller, consent_id=consent_id)
         return Response(ConsentOutput(consent).data)

@@ -7,7 +7,7 @@ from rest_framework import serializers, status
 from rest_framework.fields import DateTimeField
 from rest_framework.response import Response
 
-from exchange import services
+from exchange import inquiries, services
 from exchange.api.base import IDEMPOTENCY_HEADER, MemberView, StrictSerializer, SubjectField
 from exchange.idempotency import idempotent
 from exchange.models import Inquiry, Purpose
@@ -117,7 +117,7 @@ class InquiryListCreateView(MemberView):
 
     def _inquire(self, request):
         data = self.validated(InquiryInput)
-        inquiry = services.inquiry_create(caller=self.caller, **data)
+        inquiry = inquiries.inquiry_create(caller=self.caller, **data)
         return Response(inquiry_body(inquiry), status=status.HTTP_200_OK)
 
 
@@ -127,7 +127,7 @@ class InquiryDetailView(MemberView):
 
     @extend_schema(summary="One of your inquiries, as answered", responses=InquiryOutput)
     def get(self, request, inquiry_id):
-        inquiry = services.inquiry_get(caller=self.caller, inquiry_id=inquiry_id)
+        inquiry = inquiries.inquiry_get(caller=self.caller, inquiry_id=inquiry_id)
         services.audit_read(
             self.caller,
             "inquiry.read",

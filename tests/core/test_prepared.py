@@ -1,7 +1,7 @@
 """core.prepared pinned against the ORM: every prepared query and hand-built INSERT gives what its
 queryset, or the ORM's own save, gives on the same data, on whichever database the run uses.
 
-The queries are the product's own (members/authentication.py, exchange/services.py,
+The queries are the product's own (members/authentication.py, exchange/inquiries.py,
 audit/sealing.py, audit/services.py), so a change to one of them, to its queryset or to Django's
 compiler that makes the two paths disagree fails here.
 """
@@ -20,7 +20,7 @@ from audit import services as audit_services
 from audit.models import AuditEvent
 from core.prepared import PreparedQuery, insert_one, insert_statement
 from core.tokens import tokenize_subject
-from exchange import services as exchange_services
+from exchange import inquiries as exchange_inquiries
 from exchange.models import Consent, Dispute, Inquiry, Record
 from members import authentication
 from members.models import ApiKey
@@ -117,17 +117,17 @@ def test_the_api_key_lookup_is_the_querysets(bank_a, bank_b):
 
 def test_the_consent_lookup_is_the_querysets(exchange_data):
     for pk in Consent.objects.values_list("pk", flat=True):
-        prepared = exchange_services._CONSENT_BY_ID.first(pk=pk)
+        prepared = exchange_inquiries._CONSENT_BY_ID.first(pk=pk)
         assert fields_of(prepared) == fields_of(Consent.objects.get(pk=pk))
-    assert exchange_services._CONSENT_BY_ID.first(pk=uuid.uuid4()) is None
+    assert exchange_inquiries._CONSENT_BY_ID.first(pk=uuid.uuid4()) is None
 
 
 @pytest.mark.parametrize("later", [timedelta(0), timedelta(days=30)])
 def test_the_visible_records_are_the_querysets(exchange_data, later):
     now = timezone.now() + later  # later: the other dispute is overdue too
-    fields = exchange_services._LINE_FIELDS
+    fields = exchange_inquiries._LINE_FIELDS
     for token in (exchange_data["token"], exchange_data["other_token"], "0" * 64):
-        rows = run(exchange_services._VISIBLE_RECORDS, token=token, now=now)
+        rows = run(exchange_inquiries._VISIBLE_RECORDS, token=token, now=now)
         prepared = [dict(zip(fields, row, strict=True)) for row in rows]
         orm = list(Record.objects.visible_for_inquiry(token, now).values(*fields))
         key = lambda row: row["id"]  # noqa: E731 - the prepared query has no ORDER BY
@@ -142,15 +142,15 @@ def test_the_report_rows_are_the_visible_records_and_the_inquiry_counts(exchange
     now = timezone.now()
     for member in (bank_a.member, bank_b.member):
         for token in (exchange_data["token"], exchange_data["other_token"], "0" * 64):
-            rows, counts = exchange_services._report_rows(member=member, subject_token=token, now=now)
+            rows, counts = exchange_inquiries._report_rows(member=member, subject_token=token, now=now)
             orm = list(
                 Record.objects.visible_for_inquiry(token, now)
-                .values(*exchange_services._LINE_FIELDS)
+                .values(*exchange_inquiries._LINE_FIELDS)
                 .order_by("-delinquent_since", "id")
             )
             assert rows == orm
-            assert counts == exchange_services.inquiry_counts(member=member, subject_token=token, now=now)
-    rows, counts = exchange_services._report_rows(member=bank_a.member, subject_token=exchange_data["token"], now=now)
+            assert counts == exchange_inquiries.inquiry_counts(member=member, subject_token=token, now=now)
+    rows, counts = exchange_inquiries._report_rows(member=bank_a.member, subject_token=exchange_data["token"], now=now)
     assert len(rows) >= 3 and counts["last_90_days"] == 1  # the data is not trivially empty
 
 

@@ -57,7 +57,7 @@ def test_each_consent_rule_is_enforced(bank_a, overrides, field):
 
 def test_a_consent_of_exactly_one_year_is_accepted():
     granted = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
-    from exchange.services import _one_year_after
+    from exchange.consents import _one_year_after
 
     assert _one_year_after(granted) == datetime(2027, 3, 1, 9, 0, tzinfo=UTC)
     assert _one_year_after(datetime(2024, 2, 29, tzinfo=UTC)) == datetime(2025, 2, 28, tzinfo=UTC)

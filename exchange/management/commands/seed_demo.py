@@ -14,8 +14,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit.actors import cli_actor
-from exchange import records, services
-from exchange.models import Channel, Purpose
+from exchange import consents, inquiries, records, services
+from exchange.models import Channel, Consent, Purpose
 from exchange.validation import parse_record
 from members.models import Member, MemberKind, Scope
 from members.roles import AUDITOR, COMPLIANCE, OPERATOR
@@ -105,7 +105,7 @@ class Command(BaseCommand):
             self.stdout.write(f"  {code}: {key}")
         self.stdout.write("A borrower with records at several members (DEMO_BANK_A registered a consent for it):")
         self.stdout.write("  " + json.dumps({"id_type": "CN_RIC", "id_number": tour}))
-        consent = services.Consent.objects.filter(member__code="DEMO_BANK_A").order_by("created_at").first()
+        consent = Consent.objects.filter(member__code="DEMO_BANK_A").order_by("created_at").first()
         if consent:
             self.stdout.write(f"  consent_id: {consent.pk} (purpose {consent.purpose})")
 
@@ -133,7 +133,7 @@ class Command(BaseCommand):
         callers = {m.code: services.Caller(member=m, actor=actor) for m in members}
         for index in range(60):
             for member in (members[0], members[1], rng.choice(members[2:])):
-                consent = services.consent_register(
+                consent = consents.consent_register(
                     caller=callers[member.code],
                     subject={"id_type": "CN_RIC", "id_number": ids[index]},
                     purpose=Purpose.CREDIT_APPLICATION,
@@ -144,7 +144,7 @@ class Command(BaseCommand):
                 )
                 # Past inquiries by other members: the multi-lending signal of the tour borrower.
                 if member != members[0] and (index < 20 or rng.random() < 0.3):
-                    services.inquiry_create(
+                    inquiries.inquiry_create(
                         caller=callers[member.code],
                         subject={"id_type": "CN_RIC", "id_number": ids[index]},
                         consent_id=consent.pk,

@@ -1,0 +1,106 @@
+"""Consents: register, read and revoke a borrower's consent; an inquiry needs an active one."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from audit.services import audit_write, insert_audited
+from core.problems import Invalid, NotFound
+from exchange.models import (
+    Consent,
+)
+from exchange.services import Caller, audit_denied, parse_subject_or_invalid
+
+
+def _one_year_after(moment: datetime) -> datetime:
+    try:
+        return moment.replace(year=moment.year + 1)
+    except ValueError:  # 29 February
+        return moment.replace(year=moment.year + 1, day=28)
+
+
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+def consent_register(
+    *,
+    caller: Caller,
+    subject: Any,
+    purpose: str,
+    channel: str,
+    granted_at: datetime,
+    expires_at: datetime,
+    evidence_sha256: str,
+) -> Consent:
+    id_type, token = parse_subject_or_invalid(subject)
+    now = timezone.now()
+    errors = []
+    if granted_at > now + CLOCK_SKEW:
+        errors.append({"index": None, "field": "granted_at", "message": "must not be in the future"})
+    if expires_at <= granted_at:
+        errors.append({"index": None, "field": "expires_at", "message": "must be after granted_at"})
+    elif expires_at > _one_year_after(granted_at):
+        errors.append({"index": None, "field": "expires_at", "message": "must be at most one year after granted_at"})
+    if errors:
+        raise Invalid(errors)
+    consent = Consent(
+        member=caller.member,
+        subject_token=token,
+        id_type=id_type,
+        purpose=purpose,
+        channel=channel,
+        evidence_sha256=evidence_sha256.lower(),
+        granted_at=granted_at,
+        expires_at=expires_at,
+    )
+    insert_audited(  # the consent and its audit event: one statement on PostgreSQL
+        consent,
+        action="consent.register",
+        actor=caller.actor,
+        member_code=caller.member.code,
+        object_type="consent",
+        subject_token=token,
+        details={"purpose": purpose, "channel": channel, "expires_at": expires_at.isoformat()},
+    )
+    return consent
+
+
+def consent_get(*, caller: Caller, consent_id: Any, action: str = "consent.read") -> Consent:
+    try:
+        consent_uuid = uuid.UUID(str(consent_id))
+    except ValueError:
+        raise NotFound() from None
+    consent = Consent.objects.filter(pk=consent_uuid, member=caller.member).first()
+    if consent is None:
+        audit_denied(caller, action, "not_found", object_type="consent", object_id=str(consent_uuid))
+        raise NotFound()
+    return consent
+
+
+def consent_revoke(*, caller: Caller, consent_id: Any) -> Consent:
+    consent = consent_get(caller=caller, consent_id=consent_id, action="consent.revoke")  # audited outside
+    with transaction.atomic():
+        return _consent_revoke(caller=caller, consent=consent)
+
+
+def _consent_revoke(*, caller: Caller, consent: Consent) -> Consent:
+    consent = Consent.objects.select_for_update().get(pk=consent.pk)
+    already = consent.revoked_at is not None
+    if not already:
+        consent.revoked_at = timezone.now()
+        consent.save(update_fields=["revoked_at"])
+    audit_write(
+        action="consent.revoke",
+        actor=caller.actor,
+        member_code=caller.member.code,
+        object_type="consent",
+        object_id=consent.pk,
+        subject_token=consent.subject_token,
+        details={"already_revoked": already},
+    )
+    return consent
