@@ -26,6 +26,8 @@ from exchange.validation import ParsedRecord, RecordErrors, parse_record
 from members.models import Member
 
 REFERENCE_PURPOSE = "member_reference"
+MAX_BATCH = 1000  # records in one POST /records
+MAX_WITHDRAW_REASON = 500  # characters
 LOOKUP_BATCH = 900  # parameters per IN (...) lookup, under SQLite's limit
 
 
@@ -87,6 +89,11 @@ def records_store(
 
 def records_submit(*, caller: Caller, raw_records: Any) -> list[dict]:
     """`POST /records`: all or nothing. Returns [{"index","id","member_reference","version","created"}]."""
+    count = len(raw_records) if isinstance(raw_records, list) else None
+    if count is None or not 1 <= count <= MAX_BATCH:
+        audit_denied(caller, "record.submit", "validation_failed", records=count or 0)
+        shape = f"not {count}" if count is not None else "as a list"
+        raise Invalid([{"index": None, "field": "records", "message": f"must hold 1 to {MAX_BATCH} records, {shape}"}])
     try:
         parsed = parse_batch(raw_records)
     except Invalid as exc:
@@ -129,6 +136,11 @@ def record_get(*, caller: Caller, record_id: Any, action: str = "record.read") -
 def record_withdraw(*, caller: Caller, record_id: Any, reason: str) -> Record:
     # Found (or refused, with the refusal audited) before the change's transaction opens.
     record = record_get(caller=caller, record_id=record_id, action="record.withdraw")
+    reason = reason.strip() if isinstance(reason, str) else ""
+    if not 1 <= len(reason) <= MAX_WITHDRAW_REASON:
+        audit_denied(caller, "record.withdraw", "validation_failed", object_type="record", object_id=record.pk)
+        message = "may not be blank" if not reason else f"must be at most {MAX_WITHDRAW_REASON} characters"
+        raise Invalid([{"index": None, "field": "reason", "message": message}])
     with transaction.atomic():
         withdraw_locked(caller=caller, record=record, reason=reason)
     return Record.objects.with_disputed().get(pk=record.pk)

@@ -23,7 +23,7 @@ from exchange.admin.console import (
     error_text,
     short,
 )
-from exchange.disputes import Roles, dispute_resolve
+from exchange.disputes import MAX_TEXT, Roles, dispute_resolve
 from exchange.models import (
     Dispute,
     DisputeOutcome,
@@ -59,7 +59,7 @@ class DisputeResolveForm(forms.Form):
     )
     note = forms.CharField(
         required=False,
-        max_length=2000,
+        max_length=MAX_TEXT,
         widget=forms.Textarea(attrs={"rows": 3}),
         help_text="Shown to the furnisher and the filer; stored encrypted.",
     )

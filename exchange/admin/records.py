@@ -21,7 +21,7 @@ from exchange.admin.console import (
     error_text,
     short,
 )
-from exchange.disputes import dispute_open_by_staff
+from exchange.disputes import MAX_TEXT, dispute_open_by_staff
 from exchange.models import (
     Dispute,
     DisputeStatus,
@@ -90,7 +90,7 @@ class RecordVersionInline(admin.TabularInline):
 
 class RecordWithdrawForm(forms.Form):
     reason = forms.CharField(
-        max_length=2000,
+        max_length=records.MAX_WITHDRAW_REASON,
         widget=forms.Textarea(attrs={"rows": 3}),
         help_text="Why the exchange withdraws it; stored encrypted. The record leaves every report.",
     )
@@ -98,7 +98,7 @@ class RecordWithdrawForm(forms.Form):
 
 class DisputeOpenForm(forms.Form):
     reason = forms.CharField(
-        max_length=2000,
+        max_length=MAX_TEXT,
         widget=forms.Textarea(attrs={"rows": 3}),
         help_text="The borrower's objection, as they put it; stored encrypted, never in the audit log.",
     )

@@ -22,7 +22,7 @@ from members.models import Scope
 class RecordBatchInput(serializers.Serializer):
     """Only documents the shape: records are validated by exchange.validation, one code path."""
 
-    records = serializers.ListField(child=serializers.DictField(), min_length=1, max_length=1000)
+    records = serializers.ListField(child=serializers.DictField(), min_length=1, max_length=records.MAX_BATCH)
 
 
 class RecordResult(serializers.Serializer):
@@ -77,7 +77,7 @@ class RecordVersionOutput(RecordDataOutput):
 
 
 class WithdrawInput(StrictSerializer):
-    reason = TextField(max_length=500, trim_whitespace=True)
+    reason = TextField(max_length=records.MAX_WITHDRAW_REASON, trim_whitespace=True)
 
 
 # --- views -----------------------------------------------------------------------------------
@@ -115,7 +115,7 @@ class RecordListCreateView(MemberView):
         return respond()
 
     @extend_schema(
-        summary="Submit 1 to 1000 records, all or nothing",
+        summary=f"Submit 1 to {records.MAX_BATCH} records, all or nothing",
         request=RecordBatchInput,
         responses={201: RecordBatchResult},
         parameters=[IDEMPOTENCY_HEADER],
@@ -130,9 +130,6 @@ class RecordListCreateView(MemberView):
         unknown = sorted(set(data) - {"records"})
         if unknown:
             raise field_error(unknown[0][:64], "is not a known field")
-        count = len(data["records"])
-        if not 1 <= count <= 1000:
-            raise field_error("records", f"must hold 1 to 1000 records, not {count}")
         results = records.records_submit(caller=self.caller, raw_records=data["records"])
         return Response({"results": results}, status=status.HTTP_201_CREATED)
 
