@@ -16,6 +16,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 
+from audit.actions import Action
 from audit.actors import staff_actor
 from audit.chain import EXPORT_FIELDS
 from audit.export import FORMATS, ExportError, export_events, manifest_path
@@ -73,7 +74,9 @@ class AuditEventAdmin(ReadOnlyAdmin):
             # Browsing the log reads it: that too leaves a trace.
             with transaction.atomic():
                 audit_write(
-                    action="audit.browse", actor=staff_actor(request.user.get_username()), object_type="audit_event"
+                    action=Action.AUDIT_BROWSE,
+                    actor=staff_actor(request.user.get_username()),
+                    object_type="audit_event",
                 )
         extra_context = {
             **(extra_context or {}),
@@ -91,7 +94,7 @@ class AuditEventAdmin(ReadOnlyAdmin):
         report = verify_chain()
         with transaction.atomic():
             audit_write(
-                action="audit.verify",
+                action=Action.AUDIT_VERIFY,
                 actor=staff_actor(request.user.get_username()),
                 outcome=Outcome.OK if report.ok else Outcome.ERROR,
                 details={"events": report.events, "checkpoints": report.checkpoints},

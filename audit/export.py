@@ -23,6 +23,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 from tqdm import tqdm
 
+from audit.actions import Action
 from audit.chain import (
     EXPORT_FIELDS,
     GENESIS,
@@ -182,7 +183,7 @@ def export_events(
 
     with transaction.atomic():
         audit_write(
-            action="audit.export",
+            action=Action.AUDIT_EXPORT,
             actor=actor,
             object_type="audit_export",
             details={"count": count, "format": fmt, "filtered": filtered},

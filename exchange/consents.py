@@ -9,6 +9,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from audit.actions import Action
 from audit.services import audit_write, insert_audited
 from core.problems import Invalid, NotFound
 from exchange.models import (
@@ -60,7 +61,7 @@ def consent_register(
     )
     insert_audited(  # the consent and its audit event: one statement on PostgreSQL
         consent,
-        action="consent.register",
+        action=Action.CONSENT_REGISTER,
         actor=caller.actor,
         member_code=caller.member.code,
         object_type="consent",
@@ -70,7 +71,7 @@ def consent_register(
     return consent
 
 
-def consent_get(*, caller: Caller, consent_id: Any, action: str = "consent.read") -> Consent:
+def consent_get(*, caller: Caller, consent_id: Any, action: str = Action.CONSENT_READ) -> Consent:
     try:
         consent_uuid = uuid.UUID(str(consent_id))
     except ValueError:
@@ -83,7 +84,7 @@ def consent_get(*, caller: Caller, consent_id: Any, action: str = "consent.read"
 
 
 def consent_revoke(*, caller: Caller, consent_id: Any) -> Consent:
-    consent = consent_get(caller=caller, consent_id=consent_id, action="consent.revoke")  # audited outside
+    consent = consent_get(caller=caller, consent_id=consent_id, action=Action.CONSENT_REVOKE)  # audited outside
     with transaction.atomic():
         return _consent_revoke(caller=caller, consent=consent)
 
@@ -95,7 +96,7 @@ def _consent_revoke(*, caller: Caller, consent: Consent) -> Consent:
         consent.revoked_at = timezone.now()
         consent.save(update_fields=["revoked_at"])
     audit_write(
-        action="consent.revoke",
+        action=Action.CONSENT_REVOKE,
         actor=caller.actor,
         member_code=caller.member.code,
         object_type="consent",

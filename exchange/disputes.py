@@ -19,6 +19,7 @@ from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 from rest_framework import status
 
+from audit.actions import Action
 from audit.services import audit_write
 from core.problems import ApiError, Forbidden, Invalid, NotFound
 from exchange.models import Dispute, DisputeOutcome, DisputeStatus, Inquiry, Record
@@ -79,7 +80,7 @@ def is_furnisher_view(dispute: Dispute, *, caller: Caller, roles: Roles) -> bool
     return roles.furnisher and dispute.furnisher_id == caller.member.pk
 
 
-def dispute_get(*, caller: Caller, roles: Roles, dispute_id: Any, action: str = "dispute.read") -> Dispute:
+def dispute_get(*, caller: Caller, roles: Roles, dispute_id: Any, action: str = Action.DISPUTE_READ) -> Dispute:
     """One dispute the caller filed or must answer; anything else is 'not found'.
 
     A dispute the member must answer, asked for with a key without the submit scope (and not
@@ -150,7 +151,7 @@ def dispute_open(*, caller: Caller, inquiry_id: Any, line: Any, reason: Any) -> 
     )
     if inquiry is None:
         audit_denied(
-            caller, "dispute.open", "inquiry_not_found", object_type="inquiry", object_id=str(inquiry_uuid or "")
+            caller, Action.DISPUTE_OPEN, "inquiry_not_found", object_type="inquiry", object_id=str(inquiry_uuid or "")
         )
         raise NotFound("No such inquiry of yours.")
     token = inquiry.subject_token
@@ -158,7 +159,7 @@ def dispute_open(*, caller: Caller, inquiry_id: Any, line: Any, reason: Any) -> 
     if isinstance(line, bool) or not isinstance(line, int) or not 0 <= line < len(lines):
         audit_denied(
             caller,
-            "dispute.open",
+            Action.DISPUTE_OPEN,
             "line_out_of_range",
             subject_token=token,
             object_type="inquiry",
@@ -177,7 +178,7 @@ def dispute_open(*, caller: Caller, inquiry_id: Any, line: Any, reason: Any) -> 
                 record=record, reason=reason, now=timezone.now(), inquiry=inquiry, line=line, filed_by=caller.member
             )
             audit_write(
-                action="dispute.open",
+                action=Action.DISPUTE_OPEN,
                 actor=caller.actor,
                 member_code=caller.member.code,
                 object_type="dispute",
@@ -188,7 +189,7 @@ def dispute_open(*, caller: Caller, inquiry_id: Any, line: Any, reason: Any) -> 
             return dispute
     why, error = refusal
     audit_denied(
-        caller, "dispute.open", why, subject_token=token, object_type="inquiry", object_id=inquiry.pk, line=line
+        caller, Action.DISPUTE_OPEN, why, subject_token=token, object_type="inquiry", object_id=inquiry.pk, line=line
     )
     raise error
 
@@ -217,7 +218,7 @@ def dispute_open_by_staff(*, record: Record, reason: str, actor: str) -> Dispute
         raise _invalid("record", "is withdrawn: it appears in no report")
     dispute = _create(record=record, reason=reason, now=timezone.now(), filed_by_staff=actor[:150])
     audit_write(
-        action="dispute.open",
+        action=Action.DISPUTE_OPEN,
         actor=actor,
         member_code=record.member.code,
         object_type="dispute",
@@ -238,7 +239,7 @@ def dispute_resolve(*, caller: Caller, roles: Roles, dispute_id: Any, outcome: s
     withdraws the record as `record_withdraw` does; `upheld` leaves it. A dispute answered
     already is a 409 `conflict` (the first answer stands; retrying is visibly refused).
     """
-    action = "dispute.resolve"
+    action = Action.DISPUTE_RESOLVE
     dispute_uuid = _uuid_or_none(dispute_id)
     found = (
         Dispute.objects.filter(pk=dispute_uuid, record__member=caller.member).only("id").first()

@@ -11,6 +11,7 @@ from django.conf import settings
 from django.db.models import Count, Q
 from django.utils import timezone
 
+from audit.actions import Action
 from audit.services import insert_audited
 from core.prepared import PreparedQuery, default_connection
 from core.problems import Forbidden, NotFound
@@ -188,7 +189,7 @@ def _check_reciprocity(caller: Caller, token: str, now: datetime) -> None:
         return
     if not RecordVersion.objects.filter(member=caller.member, created_at__gte=cutoff).exists():
         days = settings.EXCHANGE_RECIPROCITY_DAYS
-        audit_denied(caller, "inquiry.create", "reciprocity_required", subject_token=token, days=days)
+        audit_denied(caller, Action.INQUIRY_CREATE, "reciprocity_required", subject_token=token, days=days)
         raise Forbidden(
             "reciprocity_required",
             f"Members may query only if they furnished a record in the last {days} days.",
@@ -211,7 +212,7 @@ def inquiry_create(*, caller: Caller, subject: Any, consent_id: Any, purpose: st
         else "not_found"
     )
     if why:
-        audit_denied(caller, "inquiry.create", f"consent_{why}", subject_token=token, purpose=purpose)
+        audit_denied(caller, Action.INQUIRY_CREATE, f"consent_{why}", subject_token=token, purpose=purpose)
         raise Forbidden(
             "consent_required",
             "No active consent registered by you for this subject and purpose; register one first.",
@@ -236,7 +237,7 @@ def inquiry_create(*, caller: Caller, subject: Any, consent_id: Any, purpose: st
     # The inquiry and its audit event: one statement, one round trip on PostgreSQL.
     insert_audited(
         inquiry,
-        action="inquiry.create",
+        action=Action.INQUIRY_CREATE,
         actor=caller.actor,
         member_code=caller.member.code,
         object_type="inquiry",
@@ -253,6 +254,6 @@ def inquiry_get(*, caller: Caller, inquiry_id: Any) -> Inquiry:
         raise NotFound() from None
     inquiry = Inquiry.objects.filter(pk=inquiry_uuid, member=caller.member).first()
     if inquiry is None:
-        audit_denied(caller, "inquiry.read", "not_found", object_type="inquiry", object_id=str(inquiry_uuid))
+        audit_denied(caller, Action.INQUIRY_READ, "not_found", object_type="inquiry", object_id=str(inquiry_uuid))
         raise NotFound()
     return inquiry

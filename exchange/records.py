@@ -15,6 +15,7 @@ from typing import Any
 from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
 
+from audit.actions import Action
 from audit.services import audit_write, insert_sealed
 from core.copy import NULL, copy_lines, copy_text
 from core.crypto import encrypt
@@ -91,13 +92,15 @@ def records_submit(*, caller: Caller, raw_records: Any) -> list[dict]:
     """`POST /records`: all or nothing. Returns [{"index","id","member_reference","version","created"}]."""
     count = len(raw_records) if isinstance(raw_records, list) else None
     if count is None or not 1 <= count <= MAX_BATCH:
-        audit_denied(caller, "record.submit", "validation_failed", records=count or 0)
+        audit_denied(caller, Action.RECORD_SUBMIT, "validation_failed", records=count or 0)
         shape = f"not {count}" if count is not None else "as a list"
         raise Invalid([{"index": None, "field": "records", "message": f"must hold 1 to {MAX_BATCH} records, {shape}"}])
     try:
         parsed = parse_batch(raw_records)
     except Invalid as exc:
-        audit_denied(caller, "record.submit", "validation_failed", records=len(raw_records), errors=len(exc.errors))
+        audit_denied(
+            caller, Action.RECORD_SUBMIT, "validation_failed", records=len(raw_records), errors=len(exc.errors)
+        )
         raise
     for attempt in range(2):
         try:
@@ -120,7 +123,7 @@ def records_submit(*, caller: Caller, raw_records: Any) -> list[dict]:
     ]
 
 
-def record_get(*, caller: Caller, record_id: Any, action: str = "record.read") -> Record:
+def record_get(*, caller: Caller, record_id: Any, action: str = Action.RECORD_READ) -> Record:
     """A record of the caller's own; another member's record is 'not found', never 'forbidden'."""
     try:
         record_uuid = uuid.UUID(str(record_id))
@@ -135,10 +138,10 @@ def record_get(*, caller: Caller, record_id: Any, action: str = "record.read") -
 
 def record_withdraw(*, caller: Caller, record_id: Any, reason: str) -> Record:
     # Found (or refused, with the refusal audited) before the change's transaction opens.
-    record = record_get(caller=caller, record_id=record_id, action="record.withdraw")
+    record = record_get(caller=caller, record_id=record_id, action=Action.RECORD_WITHDRAW)
     reason = reason.strip() if isinstance(reason, str) else ""
     if not 1 <= len(reason) <= MAX_WITHDRAW_REASON:
-        audit_denied(caller, "record.withdraw", "validation_failed", object_type="record", object_id=record.pk)
+        audit_denied(caller, Action.RECORD_WITHDRAW, "validation_failed", object_type="record", object_id=record.pk)
         message = "may not be blank" if not reason else f"must be at most {MAX_WITHDRAW_REASON} characters"
         raise Invalid([{"index": None, "field": "reason", "message": message}])
     with transaction.atomic():
@@ -160,7 +163,7 @@ def withdraw_locked(*, caller: Caller, record: Record, reason: str, **details) -
         record.updated_at = record.withdrawn_at
         record.save(update_fields=["withdrawn_at", "withdraw_reason", "updated_at"])
     audit_write(
-        action="record.withdraw",
+        action=Action.RECORD_WITHDRAW,
         actor=caller.actor,
         member_code=caller.member.code,
         object_type="record",
@@ -210,7 +213,7 @@ def records_write(
     insert_sealed(
         [
             {
-                "action": "record.submit",
+                "action": Action.RECORD_SUBMIT,
                 "actor": actor,
                 "member_code": member.code,
                 "object_type": "record",

@@ -18,6 +18,7 @@ from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from audit.actions import Action
 from audit.services import audit_write
 from exchange.models import (
     Consent,
@@ -153,7 +154,7 @@ def purge_expired(
                 IdempotencyKey._meta.label, 0
             )
         audit_write(
-            action="retention.purge",
+            action=Action.RETENTION_PURGE,
             actor=actor,
             object_type="retention",
             details={

@@ -7,6 +7,7 @@ from datetime import timedelta
 from django.utils import timezone
 from rest_framework import authentication, exceptions
 
+from audit.actions import Action
 from audit.actors import key_actor
 from audit.models import Outcome
 from audit.services import audit_write
@@ -26,7 +27,7 @@ _KEY_BY_PREFIX = PreparedQuery(
 
 def _refuse(reason: str, prefix: str = "", member_code: str = "") -> exceptions.AuthenticationFailed:
     audit_write(
-        action="auth.authenticate",
+        action=Action.AUTHENTICATE,
         actor=key_actor(prefix),
         outcome=Outcome.DENIED,
         member_code=member_code,

@@ -8,6 +8,8 @@ from django.core.validators import RegexValidator
 from django.db import models
 from django.utils import timezone
 
+from audit.actors import member_actor
+
 
 class MemberKind(models.TextChoices):
     BANK = "bank", "Bank"
@@ -61,7 +63,7 @@ class Member(models.Model):
 
     @property
     def actor(self) -> str:
-        return f"member:{self.code}"
+        return member_actor(self.code)
 
 
 class ApiKeyQuerySet(models.QuerySet):

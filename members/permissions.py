@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rest_framework import exceptions, permissions
 
+from audit.actions import Action
 from audit.models import Outcome
 from audit.services import audit_write
 
@@ -18,7 +19,7 @@ class MemberSuspended(exceptions.PermissionDenied):
 
 def _deny(request, view, why: str) -> None:
     audit_write(
-        action="api.access",
+        action=Action.API_ACCESS,
         actor=request.user.actor,
         outcome=Outcome.DENIED,
         member_code=request.user.code,

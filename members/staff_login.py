@@ -15,6 +15,7 @@ from django.contrib.auth.signals import user_login_failed
 from django.db import transaction
 from django.dispatch import receiver
 
+from audit.actions import Action
 from audit.actors import staff_actor
 from audit.models import Outcome
 from audit.services import audit_write
@@ -54,9 +55,9 @@ def _audit(action: str, credentials: dict, **details) -> None:
 
 @receiver(user_login_failed, dispatch_uid="members.audit_login_failed")
 def audit_login_failed(sender, credentials, request=None, **kwargs) -> None:
-    _audit("staff.login_failed", credentials)
+    _audit(Action.STAFF_LOGIN_FAILED, credentials)
 
 
 @receiver(user_locked_out, dispatch_uid="members.audit_locked_out")
 def audit_locked_out(sender, request, username, ip_address, **kwargs) -> None:
-    _audit("staff.locked_out", {"username": username})
+    _audit(Action.STAFF_LOCKED_OUT, {"username": username})

@@ -21,6 +21,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
+from audit.actions import Action
 from audit.actors import staff_actor
 from audit.services import audit_denied, audit_write
 from core.problems import ApiError
@@ -136,11 +137,13 @@ class ServiceOnlyAdmin(admin.ModelAdmin):
     def reveal_view(self, request: HttpRequest, object_id: str, field: str) -> HttpResponse:
         """GET: what is about to be revealed, and that it is audited. POST: the value, audited."""
         if not self.has_view_permission(request) or field not in self.encrypted_fields:
-            audit_refusal(request, "admin.reveal", "unknown_field" if self.has_view_permission(request) else "view")
+            audit_refusal(
+                request, Action.ADMIN_REVEAL, "unknown_field" if self.has_view_permission(request) else "view"
+            )
             raise PermissionDenied
         obj = self._object_or_404(request, object_id)
         if not request.user.has_perm(REVEAL_PERMISSION):
-            audit_refusal(request, "admin.reveal", "permission", obj=obj, field=field)
+            audit_refusal(request, Action.ADMIN_REVEAL, "permission", obj=obj, field=field)
             raise PermissionDenied
         label = obj._meta.get_field(field).verbose_name
         context = {
@@ -157,7 +160,7 @@ class ServiceOnlyAdmin(admin.ModelAdmin):
                 fresh = type(obj)._default_manager.only("pk", field).get(pk=obj.pk)
                 value = getattr(fresh, field)  # decrypted here, and only here
                 audit_write(
-                    action="admin.reveal",
+                    action=Action.ADMIN_REVEAL,
                     actor=staff_actor(request.user.get_username()),
                     object_type=obj._meta.model_name,
                     object_id=obj.pk,
@@ -208,9 +211,9 @@ class ConsoleAction:
             raise PermissionDenied
 
 
-WITHDRAW = ConsoleAction("exchange.change_record", "record.withdraw")
-OPEN_DISPUTE = ConsoleAction("exchange.add_dispute", "dispute.open")
-RESOLVE_DISPUTE = ConsoleAction("exchange.change_dispute", "dispute.resolve")
+WITHDRAW = ConsoleAction("exchange.change_record", Action.RECORD_WITHDRAW)
+OPEN_DISPUTE = ConsoleAction("exchange.add_dispute", Action.DISPUTE_OPEN)
+RESOLVE_DISPUTE = ConsoleAction("exchange.change_dispute", Action.DISPUTE_RESOLVE)
 
 
 def error_text(exc: ApiError) -> str:

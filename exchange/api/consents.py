@@ -6,6 +6,7 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
 
+from audit.actions import Action
 from exchange import consents, services
 from exchange.api.base import IDEMPOTENCY_HEADER, MemberView, StrictSerializer, SubjectField
 from exchange.idempotency import idempotent
@@ -50,7 +51,7 @@ class ConsentListCreateView(MemberView):
     @extend_schema(summary="List the consents you registered", responses=ConsentOutput(many=True))
     def get(self, request):
         page, respond = self.paginate(Consent.objects.filter(member=request.user), ConsentOutput)
-        services.audit_read(self.caller, "consent.list", count=len(page))
+        services.audit_read(self.caller, Action.CONSENT_LIST, count=len(page))
         return respond()
 
     @extend_schema(
@@ -77,7 +78,7 @@ class ConsentDetailView(MemberView):
         consent = consents.consent_get(caller=self.caller, consent_id=consent_id)
         services.audit_read(
             self.caller,
-            "consent.read",
+            Action.CONSENT_READ,
             object_type="consent",
             object_id=consent.pk,
             subject_token=consent.subject_token,

@@ -13,6 +13,7 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
 
+from audit.actions import Action
 from core.pagination import CursorPage
 from core.problems import Forbidden
 from exchange import disputes as services
@@ -128,7 +129,7 @@ class DisputeListCreateView(DisputeViewMixin):
                 raise field_error("role", "must be one of to_answer, filed")
             scope = Scope.SUBMIT if role == "to_answer" else Scope.QUERY
             if scope not in request.auth.scope_list:
-                deny(self.caller, "dispute.list", "scope_required", role=role)
+                deny(self.caller, Action.DISPUTE_LIST, "scope_required", role=role)
                 raise Forbidden("scope_required", f"role={role} needs an API key with the '{scope}' scope.")
             roles = services.Roles(furnisher=role == "to_answer", filer=role == "filed")
         queryset = services.disputes_visible(caller=self.caller, roles=roles)
@@ -139,7 +140,7 @@ class DisputeListCreateView(DisputeViewMixin):
         paginator = DisputePage()
         page = paginator.paginate_queryset(queryset, request, view=self)
         data = DisputeOutput(page, many=True, context={"caller": self.caller, "roles": roles}).data
-        audit_read(self.caller, "dispute.list", count=len(page), status=params.get("status", ""))
+        audit_read(self.caller, Action.DISPUTE_LIST, count=len(page), status=params.get("status", ""))
         return paginator.get_paginated_response(data)
 
     @extend_schema(
@@ -162,7 +163,7 @@ class DisputeDetailView(DisputeViewMixin):
         dispute = services.dispute_get(caller=self.caller, roles=self.roles, dispute_id=dispute_id)
         audit_read(
             self.caller,
-            "dispute.read",
+            Action.DISPUTE_READ,
             object_type="dispute",
             object_id=dispute.pk,
             subject_token=dispute.subject_token,

@@ -7,6 +7,7 @@ from rest_framework import serializers, status
 from rest_framework.fields import DateTimeField
 from rest_framework.response import Response
 
+from audit.actions import Action
 from exchange import inquiries, services
 from exchange.api.base import IDEMPOTENCY_HEADER, MemberView, StrictSerializer, SubjectField
 from exchange.idempotency import idempotent
@@ -103,7 +104,7 @@ class InquiryListCreateView(MemberView):
     @extend_schema(summary="List your inquiries", responses=InquiryOutput(many=True))
     def get(self, request):
         page, respond = self.paginate(Inquiry.objects.filter(member=request.user), InquiryOutput)
-        services.audit_read(self.caller, "inquiry.list", count=len(page))
+        services.audit_read(self.caller, Action.INQUIRY_LIST, count=len(page))
         return respond()
 
     @extend_schema(
@@ -130,7 +131,7 @@ class InquiryDetailView(MemberView):
         inquiry = inquiries.inquiry_get(caller=self.caller, inquiry_id=inquiry_id)
         services.audit_read(
             self.caller,
-            "inquiry.read",
+            Action.INQUIRY_READ,
             object_type="inquiry",
             object_id=inquiry.pk,
             subject_token=inquiry.subject_token,

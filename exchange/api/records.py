@@ -8,6 +8,7 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
 
+from audit.actions import Action
 from core.problems import Malformed
 from exchange import records, services
 from exchange.api.base import IDEMPOTENCY_HEADER, MemberView, StrictSerializer, TextField, field_error
@@ -111,7 +112,7 @@ class RecordListCreateView(MemberView):
         if "updated_since" in params:
             queryset = queryset.filter(updated_at__gte=_since(params["updated_since"]))
         page, respond = self.paginate(queryset, RecordOutput)
-        services.audit_read(self.caller, "record.list", count=len(page))
+        services.audit_read(self.caller, Action.RECORD_LIST, count=len(page))
         return respond()
 
     @extend_schema(
@@ -151,7 +152,11 @@ class RecordDetailView(MemberView):
     def get(self, request, record_id):
         record = records.record_get(caller=self.caller, record_id=record_id)
         services.audit_read(
-            self.caller, "record.read", object_type="record", object_id=record.pk, subject_token=record.subject_token
+            self.caller,
+            Action.RECORD_READ,
+            object_type="record",
+            object_id=record.pk,
+            subject_token=record.subject_token,
         )
         return Response(RecordOutput(record).data)
 
@@ -164,11 +169,11 @@ class RecordHistoryView(MemberView):
         summary="Every version of one of your records, oldest first", responses=RecordVersionOutput(many=True)
     )
     def get(self, request, record_id):
-        record = records.record_get(caller=self.caller, record_id=record_id, action="record.history")
+        record = records.record_get(caller=self.caller, record_id=record_id, action=Action.RECORD_HISTORY)
         versions = list(record.versions.order_by("version"))
         services.audit_read(
             self.caller,
-            "record.history",
+            Action.RECORD_HISTORY,
             object_type="record",
             object_id=record.pk,
             subject_token=record.subject_token,

@@ -18,6 +18,7 @@ from rest_framework.parsers import BaseParser
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 
+from audit.actions import Action
 from core.problems import ApiError, Malformed, NotFound, PayloadTooLarge
 from exchange import services
 from exchange.api.base import MemberView
@@ -142,7 +143,7 @@ class SubmissionListCreateView(MemberView):
     @extend_schema(summary="List your bulk submissions, newest first", responses=SubmissionOutput(many=True))
     def get(self, request):
         page, respond = self.paginate(Submission.objects.filter(member=request.user), SubmissionOutput)
-        services.audit_read(self.caller, "submission.list", count=len(page))
+        services.audit_read(self.caller, Action.SUBMISSION_LIST, count=len(page))
         return respond()
 
     @extend_schema(
@@ -163,10 +164,10 @@ class SubmissionListCreateView(MemberView):
         try:
             stored = upload.upload_store(_body_reader(request), fmt=fmt, limit=limit)
         except upload.UploadTooLarge:
-            _deny(caller, "submission.create", "payload_too_large", limit=limit)
+            _deny(caller, Action.SUBMISSION_CREATE, "payload_too_large", limit=limit)
             raise PayloadTooLarge(f"The file is larger than {limit} bytes; split it into smaller files.") from None
         except upload.FileRejected as exc:
-            _deny(caller, "submission.create", "malformed_request")
+            _deny(caller, Action.SUBMISSION_CREATE, "malformed_request")
             raise Malformed(exc.message) from None
         submission, created = upload.submission_create(member=caller.member, actor=caller.actor, fmt=fmt, stored=stored)
         return Response(
@@ -182,8 +183,8 @@ class SubmissionDetailView(MemberView):
 
     @extend_schema(summary="One of your bulk submissions: status and counts", responses=SubmissionOutput)
     def get(self, request, submission_id):
-        submission = submission_get(self.caller, submission_id, "submission.read")
-        services.audit_read(self.caller, "submission.read", object_type="submission", object_id=submission.pk)
+        submission = submission_get(self.caller, submission_id, Action.SUBMISSION_READ)
+        services.audit_read(self.caller, Action.SUBMISSION_READ, object_type="submission", object_id=submission.pk)
         return Response(SubmissionOutput(submission).data)
 
 
@@ -198,10 +199,10 @@ class SubmissionErrorsView(MemberView):
         responses={(200, "application/x-ndjson"): OpenApiResponse(description="one JSON object per line")},
     )
     def get(self, request, submission_id):
-        submission = submission_get(self.caller, submission_id, "submission.errors")
+        submission = submission_get(self.caller, submission_id, Action.SUBMISSION_ERRORS)
         services.audit_read(
             self.caller,
-            "submission.errors",
+            Action.SUBMISSION_ERRORS,
             object_type="submission",
             object_id=submission.pk,
             rejected=submission.rejected,

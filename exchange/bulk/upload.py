@@ -16,6 +16,7 @@ from pathlib import Path
 from django.db import transaction
 from django.utils import timezone
 
+from audit.actions import Action
 from audit.services import audit_write
 from exchange.bulk.rows import SNIFF_BYTES, FileRejected, sniff_text
 from exchange.bulk.worker import file_path, lease, storage_dir, submission_enqueue
@@ -164,7 +165,7 @@ def submission_create(
                     requeued = True
                     final = None  # the new copy is the submission's file now
             audit_write(
-                action="submission.create",
+                action=Action.SUBMISSION_CREATE,
                 actor=actor,
                 member_code=member.code,
                 object_type="submission",

@@ -30,6 +30,7 @@ from django.utils import timezone
 from django_tasks import task
 
 from audit import sealing
+from audit.actions import Action
 from audit.models import Outcome
 from audit.services import audit_write
 from exchange.bulk.rows import FileRejected, Row, open_rows
@@ -367,7 +368,7 @@ def _finish(submission_id: Any, owner: str, *, error: str = "") -> None:
         submission.lease_expires_at = None
         submission.save(update_fields=["status", "error", "total", "finished_at", "lease_owner", "lease_expires_at"])
         audit_write(
-            action="submission.fail" if error else "submission.complete",
+            action=Action.SUBMISSION_FAIL if error else Action.SUBMISSION_COMPLETE,
             actor=submission.actor,
             outcome=Outcome.ERROR if error else Outcome.OK,
             member_code=submission.member.code,

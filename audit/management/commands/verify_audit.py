@@ -7,6 +7,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, transaction
 from tqdm import tqdm
 
+from audit.actions import Action
 from audit.actors import cli_actor
 from audit.models import AuditEvent, Outcome
 from audit.services import audit_write
@@ -51,7 +52,7 @@ class Command(BaseCommand):
         try:
             with transaction.atomic():
                 audit_write(
-                    action="audit.verify",
+                    action=Action.AUDIT_VERIFY,
                     actor=cli_actor("verify_audit"),
                     outcome=Outcome.OK if report.ok else Outcome.ERROR,
                     details={"events": report.events, "checkpoints": report.checkpoints},

@@ -8,6 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from tqdm import tqdm
 
+from audit.actions import Action
 from audit.actors import cli_actor
 from audit.models import Outcome
 from audit.services import audit_write
@@ -76,7 +77,7 @@ class Command(BaseCommand):
             details["error"] = error
         with transaction.atomic():
             audit_write(
-                action="keys.rotate",
+                action=Action.KEYS_ROTATE,
                 actor=cli_actor("rotate_keys"),
                 outcome=outcome,
                 object_type="field_keys",
