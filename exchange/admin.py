@@ -162,7 +162,7 @@ class ServiceOnlyAdmin(admin.ModelAdmin):
         obj = self._object_or_404(request, object_id)
         if not request.user.has_perm(REVEAL_PERMISSION):
             audit_refusal(request, "admin.reveal", "permission", obj=obj, field=field)
-            raise PermissionDenied
+            raise PermissionDenied("Revealing personal data needs the compliance officer's role.")
         label = obj._meta.get_field(field).verbose_name
         context = {
             **self.admin_site.each_context(request),
@@ -216,9 +216,10 @@ class ServiceOnlyAdmin(admin.ModelAdmin):
 class ConsoleAction:
     """A console view's permission check: refused attempts are audited, then answered with 403."""
 
-    def __init__(self, permission: str, action: str):
+    def __init__(self, permission: str, action: str, refusal: str):
         self.permission = permission
         self.action = action
+        self.refusal = refusal  # the sentence the refused page shows
 
     def allowed(self, request: HttpRequest) -> bool:
         return request.user.has_perm(self.permission)
@@ -226,12 +227,14 @@ class ConsoleAction:
     def require(self, request: HttpRequest, obj: models.Model) -> None:
         if not self.allowed(request):
             audit_refusal(request, self.action, "permission", obj=obj)
-            raise PermissionDenied
+            raise PermissionDenied(self.refusal)
 
 
-WITHDRAW = ConsoleAction("exchange.change_record", "record.withdraw")
-OPEN_DISPUTE = ConsoleAction("exchange.add_dispute", "dispute.open")
-RESOLVE_DISPUTE = ConsoleAction("exchange.change_dispute", "dispute.resolve")
+WITHDRAW = ConsoleAction("exchange.change_record", "record.withdraw", "Withdrawing a record needs the operator's role.")
+OPEN_DISPUTE = ConsoleAction("exchange.add_dispute", "dispute.open", "Opening a dispute needs the operator's role.")
+RESOLVE_DISPUTE = ConsoleAction(
+    "exchange.change_dispute", "dispute.resolve", "Resolving a dispute needs the operator's role."
+)
 
 
 def _error_text(exc: ApiError) -> str:

@@ -148,7 +148,7 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
         return redirect_to_login(request.get_full_path(), reverse("admin:login"))
     if not (user.is_active and user.is_staff and user.has_perm(DASHBOARD_PERMISSION)):
         _audit(request, Outcome.DENIED)
-        raise PermissionDenied
+        raise PermissionDenied("The dashboard needs one of the console's roles.")
     context = {**admin.site.each_context(request), "title": "Dashboard", **dashboard_data()}
     _audit(request)
     return TemplateResponse(request, "admin/exchange/dashboard.html", context)
