@@ -149,7 +149,13 @@ class Command(BaseCommand):
         self.stdout.write(f"Admin console: {base_url}/admin/")
         self._logins(reset_passwords)
         borrower = {"id_type": "CN_RIC", "id_number": ids[0]}
-        consent = Consent.objects.filter(member__code="DEMO_BANK_A").order_by("created_at").first()
+        _id_type, token = services.parse_subject_or_invalid(borrower)
+        consent = (
+            Consent.objects.filter(member__code="DEMO_BANK_A", subject_token=token, revoked_at__isnull=True)
+            .filter(expires_at__gt=timezone.now())
+            .order_by("-expires_at")
+            .first()
+        )
         self.stdout.write("")
         self.stdout.write("Demo data ready." if fresh else "Demo data already present; fresh demo keys issued.")
         self.stdout.write("Demo API keys (shown once; both scopes):")
