@@ -14,6 +14,7 @@ admin.site.site_title = "Exchange console"
 admin.site.index_title = "Console"
 # The home page lists every model: a sidebar repeating it on each page only narrows the lists.
 admin.site.enable_nav_sidebar = False
+admin.site.site_url = None  # no public site behind the console: no "View site" link
 
 urlpatterns = [
     path("healthz", core_views.healthz, name="healthz"),
