@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import os
 import shutil
+from io import StringIO
 from pathlib import Path
 
 import pytest
 from django.conf import settings as django_settings
 from django.contrib import admin
 from django.contrib.auth.models import User
+from django.core.management import call_command
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.urls import reverse
 
@@ -235,8 +237,10 @@ def axe_violations(page) -> list[str]:
     ]
 
 
-def test_every_console_page_as_every_role_is_shown_and_accessible(live_server, browser, screenshots, data):
+def test_every_console_page_as_every_role_is_shown_and_accessible(live_server, browser, screenshots, data, tmp_path):
     assert AXE.is_file(), f"axe-core is not installed at {AXE}: run scripts/install-axe.sh (scripts/test.sh does)"
+    # The demo's two years of history, so that lists are long and charts have something to show.
+    call_command("seed_demo", "--env-file", str(tmp_path / "demo.env"), stdout=StringIO())
     User.objects.create_superuser("ada", "ada@example.invalid", PASSWORD)
     make_staff("olivia", OPERATOR)
     make_staff("carl", COMPLIANCE)

@@ -88,7 +88,7 @@ def demo_record(rng: random.Random, ref: str, id_number: str, name: str, as_of: 
         "product": rng.choice(["consumer_loan", "credit_line", "credit_card", "bnpl", "auto_loan"]),
         "currency": "CNY",
         "principal": f"{principal}.00",
-        "amount_overdue": f"{rng.randrange(100, principal // 2) if open_ else 0}.{rng.randrange(100):02d}",
+        "amount_overdue": f"{rng.randrange(100, principal // 2)}.{rng.randrange(100):02d}" if open_ else "0.00",
         "days_past_due": dpd,
         "status": status,
         "opened_on": opened.isoformat(),
