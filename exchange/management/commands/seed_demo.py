@@ -196,8 +196,10 @@ class Command(BaseCommand):
                 ref = f"{member.code[-6:]}-{index:05d}"
                 first = today - timedelta(days=newest + days_ago(rng, HISTORY_DAYS - newest))
                 dates = [first]
-                batches[0].append(demo_record(rng, ref, ids[index], names[index], first))
-                if rng.random() < 0.35 and (today - first).days > 40 and member.code != SUSPENDED:
+                # The tour's borrower owes money at each of its lenders: the picture the tour shows.
+                tour = index == 0
+                batches[0].append(demo_record(rng, ref, ids[index], names[index], first, "delinquent" if tour else ""))
+                if not tour and rng.random() < 0.35 and (today - first).days > 40 and member.code != SUSPENDED:
                     later = first + timedelta(days=rng.randrange(20, (today - first).days))
                     update = demo_record(
                         rng, ref, ids[index], names[index], later, rng.choice(["settled", "delinquent"])
@@ -218,7 +220,8 @@ class Command(BaseCommand):
         for index in range(160):
             askers = (active[0], active[1], rng.choice(active[2:])) if index < 60 else (rng.choice(active),)
             for member in askers:
-                asked = days_ago(rng, INQUIRY_DAYS)
+                # The first borrowers were asked about lately: the tour's multi-lending signal.
+                asked = rng.randrange(0, 21) if index < 5 else days_ago(rng, INQUIRY_DAYS)
                 granted = now - timedelta(days=asked + rng.randrange(0, 5), hours=rng.randrange(1, 12))
                 consent = services.consent_register(
                     caller=callers[member.code],
