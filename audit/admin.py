@@ -47,10 +47,18 @@ class ExportForm(forms.Form):
     format = forms.ChoiceField(choices=[(f, f) for f in FORMATS], initial="jsonl")
 
 
+class MemberCodeFilter(admin.AllValuesFieldListFilter):
+    """Member codes, with the events of no member (staff, commands) named rather than blank."""
+
+    def choices(self, changelist):
+        for choice in super().choices(changelist):
+            yield {**choice, "display": choice["display"] or "(no member)"}
+
+
 @admin.register(AuditEvent)
 class AuditEventAdmin(ReadOnlyAdmin):
     list_display = ("seq", "occurred_at", "action", "outcome", "member_code", "actor", "object_type", "object_id")
-    list_filter = ("occurred_at", "action", "outcome", "member_code")
+    list_filter = ("occurred_at", "action", "outcome", ("member_code", MemberCodeFilter))
     # Exact matches only: tokens and request ids are looked up, never browsed by fragment.
     search_fields = ("=subject_token", "=request_id")
     ordering = ("-id",)
@@ -87,7 +95,9 @@ class AuditEventAdmin(ReadOnlyAdmin):
 
     def _require_export_permission(self, request: HttpRequest) -> None:
         if not request.user.has_perm(EXPORT_PERMISSION):
-            raise PermissionDenied
+            raise PermissionDenied(
+                "Verifying the chain and exporting the audit log need the compliance officer's role."
+            )
 
     def verify_view(self, request: HttpRequest) -> HttpResponse:
         self._require_export_permission(request)

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
 # The key parsers live in core (which must not import config); re-exported for settings code.
 from core.keys import decode_key, parse_field_keys
 
-__all__ = ["decode_key", "env_bool", "env_int", "env_list", "env_rate", "env_str", "parse_field_keys"]
+__all__ = [
+    "apply_dev_env_file",
+    "decode_key",
+    "env_bool",
+    "env_int",
+    "env_list",
+    "env_rate",
+    "env_str",
+    "parse_field_keys",
+    "read_env_file",
+]
 
 
 def env_str(name: str, default: str | None = None) -> str | None:
@@ -59,3 +70,39 @@ def env_list(name: str, default: str) -> list[str]:
     if value is None:
         value = default
     return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def read_env_file(path) -> dict[str, str]:
+    """`NAME=value` lines of an env file (comments, blank lines and matching quotes allowed)."""
+    values: dict[str, str] = {}
+    for line in Path(path).read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        name, _, value = line.partition("=")
+        name, value = name.strip().removeprefix("export ").strip(), value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[name] = value
+    return values
+
+
+def apply_dev_env_file(path, environ=None) -> list[str]:
+    """Fill unset variables from the development env file `scripts/run.sh` writes, if present.
+
+    The environment always wins, and the file counts only when DEBUG ends up on: a shell or
+    service that sets DEBUG=0 never sees it. Returns the names it filled in. Only manage.py
+    calls this; the WSGI module (gunicorn, production) never does.
+    """
+    environ = os.environ if environ is None else environ
+    path = Path(path)
+    if not path.is_file():
+        return []
+    values = read_env_file(path)
+    debug = environ.get("DEBUG") or values.get("DEBUG", "")
+    if debug.lower() not in ("1", "true", "yes", "on"):
+        return []
+    filled = [name for name in values if not environ.get(name)]
+    for name in filled:
+        environ[name] = values[name]
+    return filled

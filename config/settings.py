@@ -1,4 +1,4 @@
-"""Settings for the credit-information exchange, read from the environment only (see CONTRACT.md)."""
+"""Settings for the credit-information exchange, read from the environment only (docs/configuration.md)."""
 
 from __future__ import annotations
 

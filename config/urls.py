@@ -8,6 +8,14 @@ from core import views as core_views
 from exchange.admin.dashboard import dashboard_urls
 from exchange.admin.reports import borrower_report_urls
 
+# The console is the exchange's own, in its header, its titles and its home page.
+admin.site.site_header = "Credit-information exchange"
+admin.site.site_title = "Exchange console"
+admin.site.index_title = "Console"
+# The home page lists every model: a sidebar repeating it on each page only narrows the lists.
+admin.site.enable_nav_sidebar = False
+admin.site.site_url = None  # no public site behind the console: no "View site" link
+
 urlpatterns = [
     path("healthz", core_views.healthz, name="healthz"),
     path("readyz", core_views.readyz, name="readyz"),
@@ -26,5 +34,6 @@ urlpatterns = [
 ]
 
 handler400 = "core.views.handler400"
+handler403 = "core.views.handler403"
 handler404 = "core.views.handler404"
 handler500 = "core.views.handler500"

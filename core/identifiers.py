@@ -1,4 +1,4 @@
-"""Validating and normalising borrower identifiers (CONTRACT.md, "Subjects") before they are tokenised.
+"""Validating and normalising borrower identifiers (docs/integration.md, "Records") before they are tokenised.
 
 Error messages say exactly what is wrong but never quote the identifier itself: at most a
 birth date, a length, a position or a single character.

@@ -6,7 +6,7 @@ from django.db import connection
 from django.http import HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
-from django.views.defaults import page_not_found, server_error
+from django.views.defaults import page_not_found, permission_denied, server_error
 
 from core.problems import problem_response
 
@@ -44,3 +44,15 @@ def handler400(request, exception=None):
     if request.path.startswith("/api/"):
         return problem_response(400, "malformed_request", "The request is malformed.")
     return HttpResponse("Bad request", status=400, content_type="text/plain")
+
+
+def handler403(request, exception=None):
+    """A refused console page inside the console's own chrome (templates/403.html), saying why."""
+    if request.path.startswith("/admin/") and getattr(request, "user", None) and request.user.is_staff:
+        from django.contrib import admin
+        from django.template.response import TemplateResponse
+
+        context = {**admin.site.each_context(request), "title": "Not allowed", "reason": str(exception or "")}
+        context["roles"] = sorted(request.user.groups.values_list("name", flat=True))
+        return TemplateResponse(request, "403.html", context, status=403).render()
+    return permission_denied(request, exception)

@@ -21,38 +21,38 @@ PAYMENT_CODES = frozenset("N1234567CBDZ*")
 
 
 class Product(models.TextChoices):
-    CONSUMER_LOAN = "consumer_loan"
-    CREDIT_LINE = "credit_line"
-    CREDIT_CARD = "credit_card"
-    MORTGAGE = "mortgage"
-    AUTO_LOAN = "auto_loan"
-    BUSINESS_LOAN = "business_loan"
-    BNPL = "bnpl"
-    OTHER = "other"
+    CONSUMER_LOAN = "consumer_loan", "Consumer loan"
+    CREDIT_LINE = "credit_line", "Credit line"
+    CREDIT_CARD = "credit_card", "Credit card"
+    MORTGAGE = "mortgage", "Mortgage"
+    AUTO_LOAN = "auto_loan", "Auto loan"
+    BUSINESS_LOAN = "business_loan", "Business loan"
+    BNPL = "bnpl", "Buy now, pay later"
+    OTHER = "other", "Other"
 
 
 class RecordStatus(models.TextChoices):
     DELINQUENT = "delinquent"
     RESTRUCTURED = "restructured"
     SETTLED = "settled"
-    WRITTEN_OFF = "written_off"
+    WRITTEN_OFF = "written_off", "Written off"
 
 
 OPEN_STATUSES = (RecordStatus.DELINQUENT, RecordStatus.RESTRUCTURED)
 
 
 class IdType(models.TextChoices):
-    CN_RIC = "CN_RIC"
-    CN_USCC = "CN_USCC"
-    CN_MOBILE = "CN_MOBILE"
-    PASSPORT = "PASSPORT"
+    CN_RIC = "CN_RIC", "Resident ID (CN)"
+    CN_USCC = "CN_USCC", "Unified social credit code (CN)"
+    CN_MOBILE = "CN_MOBILE", "Mobile number (CN)"
+    PASSPORT = "PASSPORT", "Passport"
 
 
 class RecordData(models.Model):
     """The reported fields, shared by the current record and each of its versions."""
 
     subject_token = models.CharField(max_length=64)
-    id_type = models.CharField(max_length=12, choices=IdType.choices)
+    id_type = models.CharField("ID type", max_length=12, choices=IdType.choices)
     name = EncryptedTextField(null=True, blank=True)
     product = models.CharField(max_length=16, choices=Product.choices)
     currency = models.CharField(max_length=3, default="CNY")
@@ -192,17 +192,17 @@ class RecordVersion(RecordData):
 
 
 class Purpose(models.TextChoices):
-    CREDIT_APPLICATION = "credit_application"
-    CREDIT_LINE_REVIEW = "credit_line_review"
-    POST_LOAN_MANAGEMENT = "post_loan_management"
-    GUARANTEE_REVIEW = "guarantee_review"
+    CREDIT_APPLICATION = "credit_application", "Credit application"
+    CREDIT_LINE_REVIEW = "credit_line_review", "Credit line review"
+    POST_LOAN_MANAGEMENT = "post_loan_management", "Post-loan management"
+    GUARANTEE_REVIEW = "guarantee_review", "Guarantee review"
 
 
 class Channel(models.TextChoices):
-    APP = "app"
-    WEB = "web"
-    PAPER = "paper"
-    RECORDED_CALL = "recorded_call"
+    APP = "app", "App"
+    WEB = "web", "Web"
+    PAPER = "paper", "Paper"
+    RECORDED_CALL = "recorded_call", "Recorded call"
 
 
 class ConsentStatus(models.TextChoices):
@@ -217,10 +217,10 @@ class Consent(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     member = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="consents")
     subject_token = models.CharField(max_length=64)
-    id_type = models.CharField(max_length=12, choices=IdType.choices)
+    id_type = models.CharField("ID type", max_length=12, choices=IdType.choices)
     purpose = models.CharField(max_length=24, choices=Purpose.choices)
     channel = models.CharField(max_length=16, choices=Channel.choices)
-    evidence_sha256 = models.CharField(max_length=64)
+    evidence_sha256 = models.CharField("evidence SHA-256", max_length=64)
     granted_at = models.DateTimeField()
     expires_at = models.DateTimeField()
     revoked_at = models.DateTimeField(null=True, blank=True)

@@ -4,10 +4,14 @@ is audited like the same change made from the command line."""
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.contrib.auth.admin import GroupAdmin, UserAdmin
+from django.contrib.auth.models import Group, User
 from django.core.exceptions import ValidationError
 from django.db.models import OuterRef, QuerySet, Subquery
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.formats import date_format
+from django.utils.html import format_html, format_html_join
 
 from audit.actors import staff_actor
 from members.models import ApiKey, Member, MemberStatus, Scope
@@ -35,7 +39,7 @@ class MemberAdmin(admin.ModelAdmin):
     list_display = ("code", "name", "kind", "status", "last_key_use", "created_at")
     list_filter = ("status", "kind")
     search_fields = ("code", "name")
-    readonly_fields = ("status", "last_key_use", "created_at", "updated_at")
+    readonly_fields = ("status", "last_key_use", "created_at", "updated_at", "api_keys")
     actions = ("issue_key", "suspend", "reactivate")
 
     def get_queryset(self, request):
@@ -44,6 +48,38 @@ class MemberAdmin(admin.ModelAdmin):
     @admin.display(description="last key use", ordering="last_key_use")
     def last_key_use(self, obj: Member) -> str:
         return when(getattr(obj, "last_key_use", None))
+
+    @admin.display(description="API keys")
+    def api_keys(self, obj: Member) -> str:
+        """The member's keys (prefixes only: a key is shown once, when issued), each linking to its page."""
+        keys = list(obj.api_keys.order_by("-created_at")) if obj.pk else []
+        if not keys:
+            return "none"
+        rows = format_html_join(
+            "",
+            '<tr><td><a href="{}"><code>{}</code></a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>',
+            (
+                (
+                    reverse("admin:members_apikey_change", args=[key.pk]),
+                    key.prefix,
+                    ", ".join(key.scope_list),
+                    key.status,
+                    when(key.created_at),
+                    when(key.expires_at) if key.expires_at else "does not expire",
+                    when(key.last_used_at),
+                )
+                for key in keys
+            ),
+        )
+        every = reverse("admin:members_apikey_changelist") + f"?member__id__exact={obj.pk}"
+        return format_html(
+            '<table class="member-keys"><thead><tr><th scope="col">prefix</th><th scope="col">scopes</th>'
+            '<th scope="col">status</th><th scope="col">issued</th><th scope="col">expires</th>'
+            '<th scope="col">last used</th></tr></thead><tbody>{}</tbody></table>'
+            '<p><a href="{}">All of its keys in the key list</a> (to revoke one, open it).</p>',
+            rows,
+            every,
+        )
 
     def get_readonly_fields(self, request, obj=None):
         # The code is the member's stable identity: fixed once created.
@@ -114,3 +150,21 @@ class ApiKeyAdmin(admin.ModelAdmin):
         for key in queryset:
             api_key_revoke(key=key, actor=staff_actor(request.user.get_username()))
         self.message_user(request, f"{queryset.count()} key(s) revoked.")
+
+
+# --- staff accounts ---------------------------------------------------------------------------
+# Django's own pages, with two changes: log-in and joining times are facts, not form fields, and
+# groups and permissions are plain multiple selects (the two-pane widget fails accessibility rules).
+admin.site.unregister(User)
+admin.site.unregister(Group)
+
+
+@admin.register(User)
+class StaffUserAdmin(UserAdmin):
+    filter_horizontal = ()
+    readonly_fields = ("last_login", "date_joined")
+
+
+@admin.register(Group)
+class StaffGroupAdmin(GroupAdmin):
+    filter_horizontal = ()

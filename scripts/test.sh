@@ -37,6 +37,9 @@ if [ ! -x /usr/bin/chromium ] && ! command -v chromium >/dev/null 2>&1; then
   fi
 fi
 
+# --- axe-core for the browser test's accessibility checks (scripts/install-axe.sh) -------
+scripts/install-axe.sh || echo "axe-core could not be installed: the browser test will fail"
+
 # --- throwaway PostgreSQL -------------------------------------------------------------
 pgdir=$(mktemp -d /tmp/exchange-pg.XXXXXX)
 chmod 755 "$pgdir"

@@ -144,7 +144,7 @@ class ServiceOnlyAdmin(admin.ModelAdmin):
         obj = self._object_or_404(request, object_id)
         if not request.user.has_perm(REVEAL_PERMISSION):
             audit_refusal(request, Action.ADMIN_REVEAL, "permission", obj=obj, field=field)
-            raise PermissionDenied
+            raise PermissionDenied("Revealing personal data needs the compliance officer's role.")
         label = obj._meta.get_field(field).verbose_name
         context = {
             **self.admin_site.each_context(request),
@@ -198,9 +198,10 @@ class ServiceOnlyAdmin(admin.ModelAdmin):
 class ConsoleAction:
     """A console view's permission check: refused attempts are audited, then answered with 403."""
 
-    def __init__(self, permission: str, action: str):
+    def __init__(self, permission: str, action: str, refusal: str):
         self.permission = permission
         self.action = action
+        self.refusal = refusal  # the sentence the refused page shows
 
     def allowed(self, request: HttpRequest) -> bool:
         return request.user.has_perm(self.permission)
@@ -208,12 +209,18 @@ class ConsoleAction:
     def require(self, request: HttpRequest, obj: models.Model) -> None:
         if not self.allowed(request):
             audit_refusal(request, self.action, "permission", obj=obj)
-            raise PermissionDenied
+            raise PermissionDenied(self.refusal)
 
 
-WITHDRAW = ConsoleAction("exchange.change_record", Action.RECORD_WITHDRAW)
-OPEN_DISPUTE = ConsoleAction("exchange.add_dispute", Action.DISPUTE_OPEN)
-RESOLVE_DISPUTE = ConsoleAction("exchange.change_dispute", Action.DISPUTE_RESOLVE)
+WITHDRAW = ConsoleAction(
+    "exchange.change_record", Action.RECORD_WITHDRAW, "Withdrawing a record needs the operator's role."
+)
+OPEN_DISPUTE = ConsoleAction(
+    "exchange.add_dispute", Action.DISPUTE_OPEN, "Opening a dispute needs the operator's role."
+)
+RESOLVE_DISPUTE = ConsoleAction(
+    "exchange.change_dispute", Action.DISPUTE_RESOLVE, "Resolving a dispute needs the operator's role."
+)
 
 
 def error_text(exc: ApiError) -> str:

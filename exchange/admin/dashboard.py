@@ -56,6 +56,11 @@ def _weekly(rows, key: str, names: list[str], weeks: list[date]) -> dict[str, li
     return {name: values for name, values in series.items() if any(values)} or {names[0]: [0] * len(weeks)}
 
 
+def _labelled(series: dict[str, list[int]], choices) -> dict[str, list[int]]:
+    """The same series, named by their labels ("Written off", not "written_off")."""
+    return {choices(name).label: values for name, values in series.items()}
+
+
 def dashboard_data(now: datetime | None = None) -> dict:
     """Every figure of the dashboard; a fixed handful of aggregate queries."""
     now = now or timezone.now()
@@ -111,18 +116,18 @@ def dashboard_data(now: datetime | None = None) -> dict:
         "disputes_overdue": open_disputes.filter(due_at__lte=now).count(),
         "chart_status": stacked_columns(
             week_labels,
-            _weekly(by_status, "status", RecordStatus.values, weeks),
+            _labelled(_weekly(by_status, "status", RecordStatus.values, weeks), RecordStatus),
             title="Record versions furnished per week, by status",
             label_every=2,
         ),
         "chart_product": stacked_columns(
             week_labels,
-            _weekly(by_product, "product", Product.values, weeks),
+            _labelled(_weekly(by_product, "product", Product.values, weeks), Product),
             title="Record versions furnished per week, by product",
             label_every=2,
         ),
         "chart_current": horizontal_bars(
-            [(status, current.get(status, 0)) for status in RecordStatus.values], title="Current records by status"
+            [(status.label, current.get(status, 0)) for status in RecordStatus], title="Current records by status"
         ),
         "chart_inquiries": stacked_columns(
             [f"{day:%d %b}" for day in days],
@@ -150,7 +155,7 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
         return redirect_to_login(request.get_full_path(), reverse("admin:login"))
     if not (user.is_active and user.is_staff and user.has_perm(DASHBOARD_PERMISSION)):
         audit_refusal(request, Action.DASHBOARD_VIEW, "permission")
-        raise PermissionDenied
+        raise PermissionDenied("The dashboard needs one of the console's roles.")
     context = {**admin.site.each_context(request), "title": "Dashboard", **dashboard_data()}
     _audit(request)
     return TemplateResponse(request, "admin/exchange/dashboard.html", context)

@@ -58,6 +58,7 @@ class ExchangeMemberAdmin(MemberAdmin):
         "reciprocity",
         "created_at",
         "updated_at",
+        "api_keys",
     )
 
     def get_queryset(self, request):

@@ -43,7 +43,7 @@ class _NoEchoInput(forms.TextInput):
 
 
 class BorrowerLookupForm(forms.Form):
-    id_type = forms.ChoiceField(choices=[(value, value) for value in IdType.values])
+    id_type = forms.ChoiceField(choices=IdType.choices)
     id_number = forms.CharField(
         max_length=64, widget=_NoEchoInput(attrs={"autocomplete": "off", "spellcheck": "false"})
     )
@@ -161,7 +161,7 @@ def borrower_report_view(request: HttpRequest) -> HttpResponse:
         return redirect_to_login(request.get_full_path(), reverse("admin:login"))
     if not _may_view(user):
         audit_refusal(request, Action.BORROWER_REPORT_VIEW, "permission")
-        raise PermissionDenied
+        raise PermissionDenied("A borrower's report needs one of the console's roles.")
     context = {
         **admin.site.each_context(request),
         "title": "Borrower's report",

@@ -2,20 +2,29 @@
 compliance officer looks a borrower up and reveals a name (then finds the audit event), an
 operator opens and resolves a dispute, an auditor can change nothing.
 
+Then every console page, as each role: a screenshot of each under
+var/screenshots/<database>/<role>/ (or EXCHANGE_SCREENSHOTS_DIR), and axe-core's accessibility
+rules run on each; a serious or critical violation fails the test.
+
 Uses Debian's `chromium` (scripts/test.sh installs it when it runs as root) driven by Playwright;
-Playwright's own browser download is never used. Screenshots of the dashboard and the borrower's
-report go to var/screenshots/<database>/ (or EXCHANGE_SCREENSHOTS_DIR), printed by the run.
+Playwright's own browser download is never used. axe-core is the npm package that
+scripts/install-axe.sh puts in var/node/ (scripts/test.sh runs it).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+from io import StringIO
 from pathlib import Path
 
 import pytest
 from django.conf import settings as django_settings
+from django.contrib import admin
+from django.contrib.auth.models import User
+from django.core.management import call_command
 from django.db import DEFAULT_DB_ALIAS, connections
+from django.urls import reverse
 
 from exchange.models import Dispute, Record
 from members.roles import AUDITOR, COMPLIANCE, OPERATOR
@@ -33,6 +42,9 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+
+AXE = Path(django_settings.BASE_DIR) / "var" / "node" / "node_modules" / "axe-core" / "axe.min.js"
+BLOCKING = ("serious", "critical")
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (requirements-dev.txt)")
 
@@ -186,3 +198,78 @@ def test_the_console_in_a_real_browser(live_server, browser, screenshots, data, 
     assert Dispute.objects.get(pk=data.dispute.pk).status == "open"
     assert (screenshots / "dashboard.png").stat().st_size > 10_000
     assert (screenshots / "borrower_report.png").stat().st_size > 10_000
+
+
+def console_pages(data) -> list[tuple[str, str]]:
+    """(name, path) of every console page: home, dashboard, report, each registered model's list and
+    one object's page, and the pages of the console's own actions."""
+    pages = [
+        ("home", "/admin/"),
+        ("dashboard", reverse("console_dashboard")),
+        ("borrower_report", reverse("borrower_report")),
+    ]
+    for model in sorted(admin.site._registry, key=lambda model: model._meta.label):
+        opts = model._meta
+        name = f"{opts.app_label}_{opts.model_name}"
+        pages.append((f"{name}_list", reverse(f"admin:{name}_changelist")))
+        first = model._default_manager.first()
+        if first is not None:
+            pages.append((f"{name}_page", reverse(f"admin:{name}_change", args=[first.pk])))
+    record, dispute = data.record.pk, data.dispute.pk
+    pages += [
+        ("record_reveal_name", reverse("admin:exchange_record_reveal", args=[record, "name"])),
+        ("record_withdraw", reverse("admin:exchange_record_withdraw", args=[record])),
+        ("record_open_dispute", reverse("admin:exchange_record_open_dispute", args=[record])),
+        ("dispute_resolve", reverse("admin:exchange_dispute_resolve", args=[dispute])),
+        ("audit_verify", reverse("admin:audit_auditevent_verify")),
+        ("audit_export", reverse("admin:audit_auditevent_export")),
+    ]
+    return pages
+
+
+def axe_violations(page) -> list[str]:
+    page.add_script_tag(path=str(AXE))
+    found = page.evaluate("async () => (await axe.run(document, {resultTypes: ['violations']})).violations")
+    return [
+        f"{v['impact']} {v['id']}: {v['help']} at {[n['target'] for n in v['nodes']][:3]}"
+        for v in found
+        if v["impact"] in BLOCKING
+    ]
+
+
+def test_every_console_page_as_every_role_is_shown_and_accessible(live_server, browser, screenshots, data, tmp_path):
+    assert AXE.is_file(), f"axe-core is not installed at {AXE}: run scripts/install-axe.sh (scripts/test.sh does)"
+    # The demo's two years of history, so that lists are long and charts have something to show.
+    call_command("seed_demo", "--env-file", str(tmp_path / "demo.env"), stdout=StringIO())
+    User.objects.create_superuser("ada", "ada@example.invalid", PASSWORD)
+    make_staff("olivia", OPERATOR)
+    make_staff("carl", COMPLIANCE)
+    make_staff("audrey", AUDITOR)
+    pages = console_pages(data)
+    problems: list[str] = []
+    for role, username in (("admin", "ada"), ("operator", "olivia"), ("compliance", "carl"), ("auditor", "audrey")):
+        folder = screenshots / role
+        folder.mkdir(exist_ok=True)
+        console = Console(browser, live_server.url, username)
+        page = console.page
+        for name, path in pages:
+            response = page.goto(path)
+            status = response.status if response else 0
+            if status not in (200, 403):
+                problems.append(f"{role} {name}: HTTP {status}")
+                continue
+            if status == 403:
+                # A refusal is a page of the console too, saying why.
+                assert page.locator("#site-name").count() == 1 and page.locator(".refused .errornote").count() == 1
+            page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
+            problems += [f"{role} {name}: {v}" for v in axe_violations(page)]
+            if name == "borrower_report" and status == 200:
+                page.select_option("select[name=id_type]", "CN_RIC")
+                page.fill("input[name=id_number]", ric(1))
+                page.click("input[type=submit][value='Show the report']")
+                page.wait_for_load_state()
+                page.screenshot(path=str(folder / "borrower_report_result.png"), full_page=True)
+                problems += [f"{role} borrower_report_result: {v}" for v in axe_violations(page)]
+        console.close()
+    assert not problems, "\n".join(problems)
+    assert (screenshots / "auditor" / "record_withdraw.png").is_file()

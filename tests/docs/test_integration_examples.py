@@ -75,8 +75,9 @@ def test_every_example_of_the_integration_guide_runs_as_documented(settings, dja
     from rest_framework.test import APIClient
 
     keys = {
-        "$KEY_A": member_create(code="BANK_A", name="Bank A", kind="bank", actor="docs")[2],
-        "$KEY_B": member_create(code="LENDER_B", name="Lender B", kind="fintech", actor="docs")[2],
+        # The demo's members (seed_demo), so that each example also runs against `scripts/run.sh`.
+        "$KEY_A": member_create(code="DEMO_BANK_A", name="Demo Bank A", kind="bank", actor="docs")[2],
+        "$KEY_B": member_create(code="DEMO_LENDER_B", name="Demo Online Lender B", kind="fintech", actor="docs")[2],
     }
     doc = DOC.read_text()
     examples = list(EXAMPLE.finditer(doc))

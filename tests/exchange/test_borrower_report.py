@@ -69,7 +69,7 @@ def test_staff_see_every_record_and_inquiry_on_the_borrower(borrower):
     assert "withdrawn" in records and "suppressed" in records and "overdue" in records
     assert "staff:bob" in records
     inquiries = page[page.index('id="inquiries"') :]
-    assert "Bank B" in inquiries and "Credit Line Review" in inquiries
+    assert "Bank B" in inquiries and "Credit line review" in inquiries
     assert borrower in page
     assert 'media="print"' in page
 

@@ -64,13 +64,52 @@ def test_set_member_status_suspends_and_reactivates():
     assert [e.details for e in events] == [{"from": "active", "to": "suspended"}, {"from": "suspended", "to": "active"}]
 
 
-def test_seed_demo_prints_working_keys_and_can_run_twice():
-    first = run("seed_demo")
+def test_seed_demo_prints_working_keys_and_can_run_twice(tmp_path):
+    env_file = tmp_path / "demo.env"
+    first = run("seed_demo", "--env-file", str(env_file))
     keys = [line.split(": ", 1)[1] for line in first.splitlines() if line.startswith("  DEMO_")]
     assert len(keys) == 2
     for key in keys:
         assert bearer(key).get("/api/v1/me").status_code == 200
-    assert Member.objects.count() == 5
-    second = run("seed_demo")
+    assert Member.objects.count() == 6
+    second = run("seed_demo", "--env-file", str(env_file))
     assert "already present" in second
-    assert Member.objects.count() == 5
+    assert Member.objects.count() == 6
+
+
+def test_seed_demo_makes_a_living_exchange(tmp_path):
+    from datetime import timedelta
+
+    from django.contrib.auth.models import User
+    from django.utils import timezone
+
+    from exchange.models import Dispute, Inquiry, RecordVersion
+
+    env_file = tmp_path / "demo.env"
+    printed = run("seed_demo", "--env-file", str(env_file), "--base-url", "http://127.0.0.1:8123")
+    now = timezone.now()
+    furnished = list(RecordVersion.objects.values_list("created_at", flat=True))
+    assert min(furnished) < now - timedelta(days=600) and max(furnished) > now - timedelta(days=30)
+    assert len({moment.date() for moment in furnished}) > 150  # a history, not one day
+    asked = list(Inquiry.objects.values_list("created_at", flat=True))
+    assert min(asked) < now - timedelta(days=60) and len({moment.date() for moment in asked}) > 30
+    disputes = Dispute.objects.all()
+    assert disputes.filter(status="open", due_at__gt=now).exists()
+    assert disputes.filter(status="open", due_at__lte=now).exists()
+    assert disputes.filter(status="resolved").exists()
+    assert Member.objects.filter(status="suspended").count() == 1
+    # The tour's file: the keys printed, the borrower and its consent, the address given.
+    values = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if line[:1].isupper())
+    assert values["API"] == "http://127.0.0.1:8123/api/v1"
+    assert values["KEY_A"] in printed and values["KEY_B"] in printed
+    assert values["CONSENT"] in printed
+    assert json.loads(values["BORROWER"].strip("'"))["id_type"] == "CN_RIC"
+    assert env_file.stat().st_mode & 0o077 == 0
+    # Lost passwords: new ones on request, never otherwise.
+    before = dict(User.objects.values_list("username", "password"))
+    assert "(shown once)" not in run("seed_demo", "--env-file", str(env_file))
+    again = run("seed_demo", "--env-file", str(env_file), "--reset-passwords")
+    after = dict(User.objects.values_list("username", "password"))
+    assert set(before) == set(after) == {"admin", "operator", "compliance", "auditor"}
+    assert all(before[name] != after[name] for name in before)
+    assert again.count("(shown once)") == 4

@@ -1,25 +1,38 @@
-"""Demo data for a first run: members with printed keys, a few hundred borrowers, records at
-several members, consents and past inquiries, and an admin login. Safe to run again."""
+"""Demo data for a first run: a living exchange. Members (one suspended) with printed keys, a few
+hundred borrowers, records furnished over 24 months (some updated since), consents and inquiries
+over 90 days, open, overdue and resolved disputes, and a console login per role. Safe to run again.
+
+Everything is made through the services, so the audit log holds one event per change, at the time
+the seed ran; afterwards the demo rows' own dates (`created_at`, `opened_at`, ...) are moved back
+so that the dashboard shows a history rather than one day. The keys, the tour's borrower and its
+consent also go to a git-ignored `var/demo.env` that the README's tour sources.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import random
 import secrets
-from datetime import date, timedelta
+import shlex
+import sys
+from datetime import date, datetime, time, timedelta
+from pathlib import Path
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 from django.utils import timezone
 
 from audit.actors import cli_actor
-from exchange import consents, inquiries, records, services
-from exchange.models import Channel, Consent, Purpose
+from exchange import consents, records, services
+from exchange.disputes import Roles, dispute_open, dispute_open_by_staff, dispute_resolve
+from exchange.models import Channel, Consent, Dispute, DisputeOutcome, Inquiry, Purpose, Record, RecordVersion
 from exchange.validation import parse_record
-from members.models import Member, MemberKind, Scope
+from members.models import Member, MemberKind, MemberStatus, Scope
 from members.roles import AUDITOR, COMPLIANCE, OPERATOR
-from members.services import api_key_issue, member_create
+from members.services import api_key_issue, member_create, member_set_status
 
 MEMBERS = [
     ("DEMO_BANK_A", "Demo Bank A", MemberKind.BANK),
@@ -27,14 +40,24 @@ MEMBERS = [
     ("DEMO_CF_C", "Demo Consumer Finance C", MemberKind.CONSUMER_FINANCE),
     ("DEMO_MICRO_D", "Demo Microlender D", MemberKind.MICROLENDER),
     ("DEMO_BANK_E", "Demo Bank E", MemberKind.BANK),
+    ("DEMO_FIN_F", "Demo Fintech F", MemberKind.FINTECH),
 ]
-# One staff login per console role (members/roles.py): user name, role group.
+SUSPENDED = "DEMO_FIN_F"  # furnished for a while, then suspended by the exchange
+# One staff login per console role (members/roles.py): user name, role group; plus `admin`.
 STAFF = [("operator", OPERATOR), ("compliance", COMPLIANCE), ("auditor", AUDITOR)]
 KEYED = MEMBERS[:2]  # the members whose keys are printed for the tour
 BORROWERS = 300
+HISTORY_DAYS = 730  # records furnished over 24 months
+INQUIRY_DAYS = 90
 SURNAMES = ["Wang", "Li", "Zhang", "Liu", "Chen", "Yang", "Huang", "Zhao", "Wu", "Zhou", "Xu", "Sun"]
 GIVEN = ["Wei", "Fang", "Min", "Jing", "Lei", "Yan", "Jun", "Hui", "Qiang", "Na", "Tao", "Xin"]
 REGIONS = ["110105", "310104", "440305", "510107", "330106", "420111"]
+REASONS = [
+    "The borrower says this loan was repaid in full.",
+    "The borrower says the amount overdue is wrong.",
+    "The borrower does not recognise this loan.",
+    "The borrower says the payment plan was agreed and kept.",
+]
 _WEIGHTS = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2]
 
 
@@ -44,11 +67,16 @@ def demo_resident_id(rng: random.Random) -> str:
     return body + "10X98765432"[sum(int(c) * w for c, w in zip(body, _WEIGHTS, strict=True)) % 11]
 
 
-def demo_record(rng: random.Random, ref: str, id_number: str, name: str, today: date) -> dict:
-    status = rng.choices(["delinquent", "restructured", "settled", "written_off"], [55, 15, 20, 10])[0]
-    opened = today - timedelta(days=rng.randrange(200, 1500))
-    since = opened + timedelta(days=rng.randrange(30, max(31, (today - opened).days - 20)))
-    as_of = min(today, since + timedelta(days=rng.randrange(10, 400)))
+def days_ago(rng: random.Random, span: int) -> int:
+    """A day within `span` days back, more often recent ones (an exchange that is growing)."""
+    return int(span * rng.random() ** 1.6)
+
+
+def demo_record(rng: random.Random, ref: str, id_number: str, name: str, as_of: date, status: str = "") -> dict:
+    """One record as a member would submit it on `as_of`."""
+    status = status or rng.choices(["delinquent", "restructured", "settled", "written_off"], [55, 15, 20, 10])[0]
+    since = as_of - timedelta(days=rng.randrange(10, 400))
+    opened = since - timedelta(days=rng.randrange(30, 1100))
     principal = rng.randrange(2_000, 300_000)
     open_ = status in ("delinquent", "restructured")
     dpd = (as_of - since).days if open_ else rng.choice([0, 0, 30, 90])
@@ -60,7 +88,7 @@ def demo_record(rng: random.Random, ref: str, id_number: str, name: str, today: 
         "product": rng.choice(["consumer_loan", "credit_line", "credit_card", "bnpl", "auto_loan"]),
         "currency": "CNY",
         "principal": f"{principal}.00",
-        "amount_overdue": f"{rng.randrange(100, principal // 2) if open_ else 0}.{rng.randrange(100):02d}",
+        "amount_overdue": f"{rng.randrange(100, principal // 2)}.{rng.randrange(100):02d}" if open_ else "0.00",
         "days_past_due": dpd,
         "status": status,
         "opened_on": opened.isoformat(),
@@ -75,14 +103,37 @@ def demo_record(rng: random.Random, ref: str, id_number: str, name: str, today: 
     return record
 
 
+def at(day: date, rng: random.Random) -> datetime:
+    """A working-hours moment of `day`, aware."""
+    moment = datetime.combine(day, time(1 + rng.randrange(10), rng.randrange(60)))
+    return timezone.make_aware(moment, timezone.get_current_timezone())
+
+
 class Command(BaseCommand):
-    help = "Create demo members (keys printed), borrowers, records, consents, inquiries and an admin login."
+    help = (
+        "Create a living demo exchange: members (keys printed and written to var/demo.env), borrowers, "
+        "records over 24 months, consents, inquiries, disputes and console logins. Safe to run again."
+    )
 
     def add_arguments(self, parser):
-        parser.add_argument("--seed", type=int, default=2026)
+        parser.add_argument("--seed", type=int, default=2026, help="random seed of the demo data")
+        parser.add_argument(
+            "--base-url", default="http://127.0.0.1:8000", help="where the server answers (for the printed links)"
+        )
+        parser.add_argument(
+            "--env-file",
+            default=None,
+            help="where to write the tour's variables (default var/demo.env in the project folder)",
+        )
+        parser.add_argument(
+            "--reset-passwords",
+            action="store_true",
+            help="give the console logins (admin and one per role) new passwords and print them",
+        )
 
-    def handle(self, *args, seed: int, **options):
+    def handle(self, *args, seed: int, base_url: str, env_file: str | None, reset_passwords: bool, **options):
         actor = cli_actor("seed_demo")
+        base_url = base_url.rstrip("/")
         rng = random.Random(seed)
         today = timezone.localdate()
         fresh = not Member.objects.filter(code=MEMBERS[0][0]).exists()
@@ -95,19 +146,31 @@ class Command(BaseCommand):
             member = Member.objects.get(code=code)
             _key, full = api_key_issue(member=member, scopes=[Scope.SUBMIT, Scope.QUERY], actor=actor)
             keys[code] = full
-        self._admin(fresh)
-        self._staff()
-        tour = ids[0]
+        self.stdout.write(f"Admin console: {base_url}/admin/")
+        self._logins(reset_passwords)
+        borrower = {"id_type": "CN_RIC", "id_number": ids[0]}
+        _id_type, token = services.parse_subject_or_invalid(borrower)
+        consent = (
+            Consent.objects.filter(member__code="DEMO_BANK_A", subject_token=token, revoked_at__isnull=True)
+            .filter(expires_at__gt=timezone.now())
+            .order_by("-expires_at")
+            .first()
+        )
         self.stdout.write("")
         self.stdout.write("Demo data ready." if fresh else "Demo data already present; fresh demo keys issued.")
         self.stdout.write("Demo API keys (shown once; both scopes):")
         for code, key in keys.items():
             self.stdout.write(f"  {code}: {key}")
         self.stdout.write("A borrower with records at several members (DEMO_BANK_A registered a consent for it):")
-        self.stdout.write("  " + json.dumps({"id_type": "CN_RIC", "id_number": tour}))
-        consent = Consent.objects.filter(member__code="DEMO_BANK_A").order_by("created_at").first()
+        self.stdout.write("  " + json.dumps(borrower))
         if consent:
             self.stdout.write(f"  consent_id: {consent.pk} (purpose {consent.purpose})")
+        path = Path(env_file) if env_file else Path(settings.BASE_DIR) / "var" / "demo.env"
+        self._write_env(path, base_url, keys, borrower, consent)
+        shown = path.relative_to(settings.BASE_DIR) if path.is_relative_to(settings.BASE_DIR) else path
+        self.stdout.write(f"The same, for the README's tour: source {shown}")
+
+    # --- the data ------------------------------------------------------------------------
 
     def _seed(self, rng: random.Random, actor: str, ids: list[str], names: list[str], today: date) -> None:
         members = []
@@ -119,61 +182,175 @@ class Command(BaseCommand):
         for index in range(len(ids)):
             count = rng.choice([3, 4]) if index < 40 else rng.choices([0, 1, 2], [30, 55, 15])[0]
             plan[index] = rng.sample(range(len(members)), count)
-        if len(plan[0]) < 3:
+        if len(plan[0]) < 3 or members.index(self._member(members, SUSPENDED)) in plan[0][:3]:
             plan[0] = [0, 1, 2]
+        # When each record was furnished, and for some a later update (the loan settled, or got worse).
+        furnished: dict[tuple[int, int], list[date]] = {}
         for m, member in enumerate(members):
-            raw = [
-                demo_record(rng, f"{member.code[-6:]}-{index:05d}", ids[index], names[index], today)
-                for index, holders in plan.items()
-                if m in holders
-            ]
-            with transaction.atomic():
-                records.records_store(member=member, actor=actor, records=[parse_record(r) for r in raw])
+            batches: list[list[dict]] = [[], []]
+            # The suspended member stopped furnishing months ago.
+            newest = 150 if member.code == SUSPENDED else 0
+            for index, holders in plan.items():
+                if m not in holders:
+                    continue
+                ref = f"{member.code[-6:]}-{index:05d}"
+                first = today - timedelta(days=newest + days_ago(rng, HISTORY_DAYS - newest))
+                dates = [first]
+                # The tour's borrower owes money at each of its lenders: the picture the tour shows.
+                tour = index == 0
+                batches[0].append(demo_record(rng, ref, ids[index], names[index], first, "delinquent" if tour else ""))
+                if not tour and rng.random() < 0.35 and (today - first).days > 40 and member.code != SUSPENDED:
+                    later = first + timedelta(days=rng.randrange(20, (today - first).days))
+                    update = demo_record(
+                        rng, ref, ids[index], names[index], later, rng.choice(["settled", "delinquent"])
+                    )
+                    batches[1].append(update)
+                    dates.append(later)
+                furnished[(m, index)] = dates
+            for batch in batches:
+                with transaction.atomic():
+                    records.records_store(member=member, actor=actor, records=[parse_record(r) for r in batch])
+        with transaction.atomic():
+            self._backdate_records(members, plan, furnished, rng)
+
         now = timezone.now()
         callers = {m.code: services.Caller(member=m, actor=actor) for m in members}
-        for index in range(60):
-            for member in (members[0], members[1], rng.choice(members[2:])):
+        active = [m for m in members if m.code != SUSPENDED]
+        inquiries: list[tuple[Inquiry, int, int]] = []
+        for index in range(160):
+            askers = (active[0], active[1], rng.choice(active[2:])) if index < 60 else (rng.choice(active),)
+            for member in askers:
+                # The first borrowers were asked about lately: the tour's multi-lending signal.
+                asked = rng.randrange(0, 21) if index < 5 else days_ago(rng, INQUIRY_DAYS)
+                granted = now - timedelta(days=asked + rng.randrange(0, 5), hours=rng.randrange(1, 12))
                 consent = consents.consent_register(
                     caller=callers[member.code],
                     subject={"id_type": "CN_RIC", "id_number": ids[index]},
                     purpose=Purpose.CREDIT_APPLICATION,
                     channel=rng.choice(Channel.values),
-                    granted_at=now - timedelta(days=rng.randrange(1, 30)),
-                    expires_at=now + timedelta(days=rng.randrange(30, 300)),
+                    granted_at=granted,
+                    expires_at=granted + timedelta(days=rng.randrange(180, 365)),
                     evidence_sha256=secrets.token_hex(32),
                 )
+                Consent.objects.filter(pk=consent.pk).update(created_at=granted)
                 # Past inquiries by other members: the multi-lending signal of the tour borrower.
-                if member != members[0] and (index < 20 or rng.random() < 0.3):
-                    inquiries.inquiry_create(
+                if member != members[0] and (index < 20 or rng.random() < 0.6):
+                    inquiry = inquiries.inquiry_create(
                         caller=callers[member.code],
                         subject={"id_type": "CN_RIC", "id_number": ids[index]},
                         consent_id=consent.pk,
                         purpose=Purpose.CREDIT_APPLICATION,
                     )
+                    inquiries.append((inquiry, asked, index))
+        with transaction.atomic():
+            for inquiry, asked, _index in inquiries:
+                when = now - timedelta(days=asked, hours=rng.randrange(0, 10), minutes=rng.randrange(60))
+                Inquiry.objects.filter(pk=inquiry.pk).update(created_at=max(when, inquiry.consent.granted_at))
+        self._disputes(rng, actor, inquiries, now)
+        member_set_status(member=self._member(members, SUSPENDED), status=MemberStatus.SUSPENDED, actor=actor)
 
-    def _admin(self, fresh: bool) -> None:
-        user_model = get_user_model()
-        if user_model.objects.filter(username="admin").exists():
-            self.stdout.write(
-                "Admin console: http://127.0.0.1:8000/admin/ user 'admin' (password printed at first run)"
+    @staticmethod
+    def _member(members: list[Member], code: str) -> Member:
+        return next(m for m in members if m.code == code)
+
+    @staticmethod
+    def _backdate_records(members, plan, furnished, rng) -> None:
+        for m, member in enumerate(members):
+            for index, holders in plan.items():
+                if m not in holders:
+                    continue
+                dates = furnished[(m, index)]
+                record = Record.objects.get(
+                    member=member, reference_index=records.reference_index(member, f"{member.code[-6:]}-{index:05d}")
+                )
+                moments = [at(day, rng) for day in dates]
+                for version, moment in enumerate(moments, start=1):
+                    RecordVersion.objects.filter(record=record, version=version).update(created_at=moment)
+                Record.objects.filter(pk=record.pk).update(created_at=moments[0], updated_at=moments[-1])
+
+    def _disputes(self, rng: random.Random, actor: str, inquiries: list[tuple[Inquiry, int, int]], now) -> None:
+        """Disputes on lines of past inquiries, open, overdue and resolved; never on the first 40
+        borrowers' records (the tour's borrower and its multi-lending peers stay undisputed)."""
+        candidates = [
+            (inquiry, line)
+            for inquiry, _asked, index in inquiries
+            if index >= 40
+            for line in range(len(inquiry.line_records or []))
+        ]
+        rng.shuffle(candidates)
+        used: set[str] = set()
+        plan = ["open"] * 6 + ["overdue"] * 3 + ["upheld"] * 5 + ["deleted"] * 2
+        for kind, (inquiry, line) in zip(plan, candidates, strict=False):
+            record_id = str(inquiry.line_records[line])
+            if record_id in used:
+                continue
+            used.add(record_id)
+            caller = services.Caller(member=inquiry.member, actor=actor)
+            if kind == "overdue" and rng.random() < 0.5:
+                record = Record.objects.get(pk=record_id)
+                dispute = dispute_open_by_staff(record=record, reason=rng.choice(REASONS), actor="staff:operator")
+            else:
+                dispute = dispute_open(caller=caller, inquiry_id=inquiry.pk, line=line, reason=rng.choice(REASONS))
+            age = {"open": rng.randrange(1, 14), "overdue": settings.EXCHANGE_DISPUTE_DAYS + rng.randrange(2, 12)}.get(
+                kind, rng.randrange(25, 80)
             )
-            return
-        password = secrets.token_urlsafe(12)
-        user_model.objects.create_superuser("admin", "admin@example.invalid", password)
-        self.stdout.write(
-            f"Admin console: http://127.0.0.1:8000/admin/ user 'admin' password '{password}' (shown once)"
-        )
+            opened = now - timedelta(days=age, hours=rng.randrange(10))
+            changes = {"opened_at": opened, "due_at": opened + timedelta(days=settings.EXCHANGE_DISPUTE_DAYS)}
+            if kind in ("upheld", "deleted"):
+                furnisher = Record.objects.select_related("member").get(pk=record_id).member
+                dispute_resolve(
+                    caller=services.Caller(member=furnisher, actor=actor),
+                    roles=Roles(furnisher=True, filer=False),
+                    dispute_id=dispute.pk,
+                    outcome=DisputeOutcome(kind),
+                    note="Checked against the loan ledger.",
+                )
+                changes["resolved_at"] = opened + timedelta(days=rng.randrange(2, 18))
+            Dispute.objects.filter(pk=dispute.pk).update(**changes)
 
-    def _staff(self) -> None:
-        """A staff login per role, for trying the console as each; passwords are shown once."""
+    # --- console logins and the tour's file ------------------------------------------------
+
+    def _logins(self, reset: bool) -> None:
+        """`admin` and one staff login per role; a password is printed only when it is set."""
         from django.contrib.auth.models import Group
 
         user_model = get_user_model()
-        for username, role in STAFF:
-            if user_model.objects.filter(username=username).exists():
-                self.stdout.write(f"  role {role!r}: user '{username}' (password printed at first run)")
+        for username, role in [("admin", None), *STAFF]:
+            label = "superuser" if role is None else f"role {role!r}"
+            user = user_model.objects.filter(username=username).first()
+            if user is not None and not reset:
+                self.stdout.write(
+                    f"  {label}: user '{username}' (password printed when first set; "
+                    "new ones: manage.py seed_demo --reset-passwords)"
+                )
                 continue
             password = secrets.token_urlsafe(12)
-            user = user_model.objects.create_user(username, f"{username}@example.invalid", password, is_staff=True)
-            user.groups.add(Group.objects.get(name=role))
-            self.stdout.write(f"  role {role!r}: user '{username}' password '{password}' (shown once)")
+            if user is None and role is None:
+                user = user_model.objects.create_superuser(username, f"{username}@example.invalid", password)
+            elif user is None:
+                user = user_model.objects.create_user(username, f"{username}@example.invalid", password, is_staff=True)
+                user.groups.add(Group.objects.get(name=role))
+            else:
+                user.set_password(password)
+                user.save(update_fields=["password"])
+            self.stdout.write(f"  {label}: user '{username}' password '{password}' (shown once)")
+
+    @staticmethod
+    def _write_env(path: Path, base_url: str, keys: dict, borrower: dict, consent: Consent | None) -> None:
+        python = shlex.quote(sys.executable)
+        lines = [
+            "# Written by `manage.py seed_demo` for the README's tour: `source var/demo.env`.",
+            "# Demo keys only. Each run issues new keys and rewrites this file; earlier keys keep working.",
+            f"API={shlex.quote(base_url + '/api/v1')}",
+            f"KEY_A={shlex.quote(keys['DEMO_BANK_A'])}",
+            f"KEY_B={shlex.quote(keys['DEMO_LENDER_B'])}",
+            f"BORROWER={shlex.quote(json.dumps(borrower))}",
+            f"CONSENT={shlex.quote(str(consent.pk) if consent else '')}",
+            "# pick FIELD: a field of the answer the tour last saved with `tee var/answer.json`.",
+            f"pick() {{ {python} -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "
+            'var/answer.json "$1"; }',
+        ]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write("\n".join(lines) + "\n")
