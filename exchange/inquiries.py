@@ -132,8 +132,10 @@ _COUNT_FIELDS = ("last_7_days", "last_30_days", "last_90_days", "institutions_la
 
 
 # The inquiry's reads, compiled once per database rather than per inquiry (core/prepared.py).
+# The consent as its check needs it (Consent.refusal_for), nothing more.
+_CONSENT_CHECKED = ("member_id", "subject_token", "purpose", "granted_at", "expires_at", "revoked_at")
 _CONSENT_BY_ID = PreparedQuery(
-    lambda pk: Consent.objects.filter(pk=pk).order_by(),
+    lambda pk: Consent.objects.only(*_CONSENT_CHECKED).filter(pk=pk).order_by(),
     pk=(uuid.UUID(int=1), Consent._meta.pk),
 )
 _VISIBLE_RECORDS = PreparedQuery(

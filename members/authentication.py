@@ -18,9 +18,17 @@ from members.models import ApiKey
 # last_used_at is written at most this often per key, to keep the hot path read-only.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
-# The key and its member in one query, compiled once (core/prepared.py): this runs on every call.
+# The key and its member in one query, compiled once (core/prepared.py): this runs on every call,
+# so it reads only what the check and the caller need (no creation or update times).
+_KEY_FIELDS = ("prefix", "key_hash", "scopes", "expires_at", "revoked_at", "last_used_at")
+_MEMBER_FIELDS = ("code", "name", "kind", "status")
 _KEY_BY_PREFIX = PreparedQuery(
-    lambda prefix: ApiKey.objects.select_related("member").filter(prefix=prefix).order_by(),
+    lambda prefix: (
+        ApiKey.objects.select_related("member")
+        .only(*_KEY_FIELDS, *(f"member__{name}" for name in _MEMBER_FIELDS))
+        .filter(prefix=prefix)
+        .order_by()
+    ),
     prefix=("cx_stand-in-prefix", ApiKey._meta.get_field("prefix")),
 )
 

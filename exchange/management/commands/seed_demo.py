@@ -28,6 +28,7 @@ from django.utils import timezone
 from audit.actors import cli_actor
 from exchange import consents, records, services
 from exchange.disputes import Roles, dispute_open, dispute_open_by_staff, dispute_resolve
+from exchange.inquiries import inquiry_create
 from exchange.models import Channel, Consent, Dispute, DisputeOutcome, Inquiry, Purpose, Record, RecordVersion
 from exchange.validation import parse_record
 from members.models import Member, MemberKind, MemberStatus, Scope
@@ -235,7 +236,7 @@ class Command(BaseCommand):
                 Consent.objects.filter(pk=consent.pk).update(created_at=granted)
                 # Past inquiries by other members: the multi-lending signal of the tour borrower.
                 if member != members[0] and (index < 20 or rng.random() < 0.6):
-                    inquiry = inquiries.inquiry_create(
+                    inquiry = inquiry_create(
                         caller=callers[member.code],
                         subject={"id_type": "CN_RIC", "id_number": ids[index]},
                         consent_id=consent.pk,
