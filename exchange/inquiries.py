@@ -145,6 +145,12 @@ _VISIBLE_RECORDS = PreparedQuery(
 )
 
 
+# The report query's columns by name: the records' (as `.values(*_LINE_FIELDS)` compiles them, in
+# that order) then the counts.
+_REPORT_NAMES = (*_LINE_FIELDS, *_COUNT_FIELDS)
+_REPORT_COLUMNS = ", ".join([*(f"r.{name}" for name in _LINE_FIELDS), *(f"c.{name}" for name in _COUNT_FIELDS)])
+
+
 def _report_rows(*, member: Member, subject_token: str, now: datetime) -> tuple[list[dict], dict]:
     """The subject's visible records (newest delinquency first) and the inquiry counts of
     `inquiry_counts`, read in one query: one round trip on the inquiry's hot path.
@@ -159,7 +165,7 @@ def _report_rows(*, member: Member, subject_token: str, now: datetime) -> tuple[
     member_id = Member._meta.pk.get_db_prep_value(member.pk, connection)
     inquiries = ops.quote_name(Inquiry._meta.db_table)
     sql = (
-        f"SELECT r.*, c.last_7_days, c.last_30_days, c.last_90_days, c.institutions_last_90_days FROM ("  # noqa: S608 - fixed names
+        f"SELECT {_REPORT_COLUMNS} FROM ("  # noqa: S608 - fixed names
         "SELECT COUNT(CASE WHEN created_at >= %s THEN 1 END) AS last_7_days, "
         "COUNT(CASE WHEN created_at >= %s THEN 1 END) AS last_30_days, "
         "COUNT(*) AS last_90_days, COUNT(DISTINCT member_id) AS institutions_last_90_days "
@@ -176,9 +182,11 @@ def _report_rows(*, member: Member, subject_token: str, now: datetime) -> tuple[
     ]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        names = [column[0] for column in cursor.description]
-        # The records' columns come first, as the ORM compiled them: its converters apply to them.
-        found = [dict(zip(names, row, strict=True)) for row in _VISIBLE_RECORDS.convert(cursor.fetchall(), connection)]
+        # The records' columns come first, in the order the ORM compiled them: its converters apply to them.
+        found = [
+            dict(zip(_REPORT_NAMES, row, strict=True))
+            for row in _VISIBLE_RECORDS.convert(cursor.fetchall(), connection)
+        ]
     counts = {name: found[0][name] or 0 for name in _COUNT_FIELDS}
     # A subject without records has one row: its counts, with NULL record columns.
     rows = [{name: row[name] for name in _LINE_FIELDS} for row in found if row["id"] is not None]
