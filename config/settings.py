@@ -175,6 +175,12 @@ SPECTACULAR_SETTINGS = {
         "DisputeStatusEnum": "exchange.models.DisputeStatus",
         "SubmissionStatusEnum": "exchange.models.SubmissionStatus",
         "MemberStatusEnum": "members.models.MemberStatus",
+        "MemberKindEnum": "members.models.MemberKind",
+        "ScopeEnum": "members.models.Scope",
+        "SubmissionFormatEnum": "exchange.models.SubmissionFormat",
+        "ConsentStatusEnum": "exchange.models.ConsentStatus",
+        "IdTypeEnum": "exchange.models.IdType",
+        "ProductEnum": "exchange.models.Product",
     },
 }
 
