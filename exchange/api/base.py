@@ -99,13 +99,13 @@ class TextField(serializers.CharField):
 
 
 class TextFieldSchema(OpenApiSerializerFieldExtension):
-    """TextField in the schema: DRF's string with its lengths, and the not-blank rule as a pattern."""
+    """TextField in the schema: DRF's string with its lengths, and its not-blank and no-NUL rules as a pattern."""
 
     target_class = TextField
 
     def map_serializer_field(self, auto_schema, direction):
         schema = auto_schema._map_serializer_field(self.target, direction, bypass_extensions=True)
-        return {**schema, "pattern": TRIMMED_TEXT_PATTERN}
+        return {**schema, "pattern": r"^[^\x00]*$" if self.target.allow_blank else TRIMMED_TEXT_PATTERN}
 
 
 @extend_schema_field(MONEY_OUTPUT)
@@ -126,9 +126,10 @@ class SubjectInput(serializers.Serializer):
     `name` is stored encrypted and never returned."""
 
     id_type = serializers.ChoiceField(choices=ID_TYPES)
-    id_number = serializers.CharField(
+    id_number = serializers.RegexField(
+        r"\S",
         help_text="CN_RIC: 18 characters (or a legacy 15-digit ID); CN_USCC: 18 characters; "
-        "CN_MOBILE: 11 digits starting with 1; PASSPORT: 5 to 20 letters or digits"
+        "CN_MOBILE: 11 digits starting with 1; PASSPORT: 5 to 20 letters or digits",
     )
     name = serializers.RegexField(
         RECORD_TEXT_PATTERN, required=False, allow_null=True, max_length=200, help_text="the borrower's name"

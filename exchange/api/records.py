@@ -37,7 +37,7 @@ PAYMENT_CODE = "NnCcBbDdZz1-7*"
 @extend_schema_field(
     {
         "anyOf": [
-            {"type": "string", "pattern": r"^[0-9]{1,16}(\.[0-9]{1,2})?$"},
+            {"type": "string", "pattern": r"^\s*[0-9]{1,16}(\.[0-9]{1,2})?\s*$"},
             {"type": "integer", "minimum": 0, "maximum": 10**16 - 1},
         ],
         "description": 'a decimal string, at most 2 places, such as "5000.00" (a whole number is also accepted)',

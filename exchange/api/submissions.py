@@ -17,7 +17,7 @@ from django.conf import settings
 from django.http import StreamingHttpResponse
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiRequest, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import BaseParser, MultiPartParser
@@ -242,7 +242,11 @@ class SubmissionListCreateView(MemberView):
             "`scope_required`, 413 `payload_too_large`, 415 `unsupported_media_type`, 422 "
             "`validation_failed` (a form without exactly one `file` part, or with other fields)."
         ),
-        request={"multipart/form-data": SubmissionUpload},
+        request={
+            "multipart/form-data": OpenApiRequest(
+                SubmissionUpload, encoding={"file": {"contentType": ", ".join(bulk.MEDIA_TYPES)}}
+            )
+        },
         responses={202: SubmissionCreated, 413: OpenApiResponse(description="payload_too_large")},
     )
     def post(self, request):
