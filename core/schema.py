@@ -82,6 +82,16 @@ def _paged(operation: dict) -> None:
     operation["parameters"] = kept + extra
 
 
+def _page_ref(schemas: dict, array: dict) -> dict:
+    """A named page component (`XPage` for items `X`), so that generated clients get one model per list."""
+    item = array.get("items", {}).get("$ref", "")
+    if not item:
+        return _page(array)
+    name = item.rsplit("/", 1)[-1].removesuffix("Output") + "Page"
+    schemas[name] = {"description": "A page of results: follow `next` (null on the last page).", **_page(array)}
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
 def document_problems(result: dict, generator: Any, request: Any, public: bool) -> dict:
     """drf-spectacular post-processing hook (runs after the default enum hook)."""
     schemas = result.setdefault("components", {}).setdefault("schemas", {})
@@ -110,7 +120,7 @@ def document_problems(result: dict, generator: Any, request: Any, public: bool) 
             responses = operation["responses"]
             ok = responses.get("200", {}).get("content", {}).get("application/json", {})
             if method == "get" and ok.get("schema", {}).get("type") == "array":
-                ok["schema"] = _page(ok["schema"])
+                ok["schema"] = _page_ref(schemas, ok["schema"])
                 _paged(operation)
             for status, (description, scope) in ERRORS.items():
                 if status in responses or not _applies(scope, method, operation):
