@@ -170,7 +170,10 @@ def _part_format(upload) -> str:
             "unsupported_media_type",
             "Send the file part as text/csv or application/x-ndjson, or name it .csv, .jsonl or .ndjson.",
         )
-    if (upload.charset or "utf-8").strip('"').lower() not in ("utf-8", "utf8"):
+    charset = upload.charset or "utf-8"
+    if isinstance(charset, bytes):  # Django's multipart parser keeps header parameters as bytes
+        charset = charset.decode("latin-1")
+    if charset.strip('"').lower() not in ("utf-8", "utf8"):
         raise ApiError(
             status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "Files must be encoded in UTF-8."
         )
