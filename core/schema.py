@@ -13,7 +13,8 @@ PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 
 PROBLEM_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "description": "An RFC 9457 problem; `code` is the stable machine code (see the contract).",
+    "description": "An RFC 9457 problem. `code` is the stable machine code to branch on; a 422 "
+    "`validation_failed` lists every invalid field in `errors`.",
     "required": ["type", "title", "status", "detail", "code"],
     "properties": {
         "type": {"type": "string", "format": "uri"},
@@ -69,6 +70,8 @@ def _page(schema: dict) -> dict:
         "properties": {"results": schema, "next": {"type": "string", "format": "uri", "nullable": True}},
     }
 
+
+RETRY_AFTER = {"description": "seconds to wait before retrying", "schema": {"type": "integer", "minimum": 1}}
 
 # Header parameters OpenAPI says to ignore: the request's media types and its credentials.
 _IGNORED_HEADERS = frozenset({"accept", "content-type", "authorization"})
@@ -129,6 +132,8 @@ def document_problems(result: dict, generator: Any, request: Any, public: bool) 
                     "description": description,
                     "content": {PROBLEM_CONTENT_TYPE: {"schema": PROBLEM_REF}},
                 }
+                if status in ("429", "503"):
+                    responses[status]["headers"] = {"Retry-After": RETRY_AFTER}
             # A response documented without a body elsewhere (e.g. 413 on uploads) gets the problem body.
             for status in ERRORS:
                 if status in responses and "content" not in responses[status]:

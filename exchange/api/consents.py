@@ -114,6 +114,7 @@ class ConsentRevokeView(MemberView):
     audit_name = "consent_revoke"
 
     @extend_schema(
+        operation_id="consents_revoke",
         summary="Revoke one of your consents",
         description="No body. From now on it serves no inquiry. Errors: 404 `not_found`.",
         request=None,

@@ -203,6 +203,7 @@ class DisputeResolveView(DisputeViewMixin):
     audit_name = "dispute_resolve"
 
     @extend_schema(
+        operation_id="disputes_resolve",
         summary="Answer a dispute on one of your records",
         description=(
             "Scope `submit`. Errors: 404 `not_found`, 409 `conflict` (answered before: an answer is "

@@ -281,6 +281,7 @@ class RecordHistoryView(MemberView):
     audit_name = "record_history"
 
     @extend_schema(
+        operation_id="records_history",
         summary="Every version of one of your records, oldest first",
         description="A page at a time. Errors: 404 `not_found` (also for another member's record).",
         responses=RecordVersionOutput(many=True),
@@ -308,6 +309,7 @@ class RecordWithdrawView(MemberView):
     audit_name = "record_withdraw"
 
     @extend_schema(
+        operation_id="records_withdraw",
         summary="Withdraw one of your records from every inquiry",
         description=(
             "The record leaves every inquiry result from now on; its history stays. Errors: 404 "

@@ -113,7 +113,8 @@ RAW_BODY = {"type": "string", "format": "binary"}
 class UploadSchema(AutoSchema):
     """The upload's request body: the multipart form in `content`, where client generators take it,
     and the raw bodies under `x-raw-bodies`, so that a generator that supports only some media
-    types (openapi-python-client takes neither text/csv nor application/x-ndjson) warns of none."""
+    types (openapi-python-client takes neither text/csv nor application/x-ndjson) warns of none;
+    and the 202's Location header."""
 
     def _get_request_body(self, direction="request"):
         body = super()._get_request_body(direction)
@@ -124,6 +125,14 @@ class UploadSchema(AutoSchema):
             )
             body["x-raw-bodies"] = {media_type: {"schema": RAW_BODY} for media_type in bulk.MEDIA_TYPES}
         return body
+
+    def get_operation(self, *args, **kwargs):
+        operation = super().get_operation(*args, **kwargs)
+        accepted = (operation or {}).get("responses", {}).get("202")
+        if accepted is not None:
+            location = {"description": "the submission's URL", "schema": {"type": "string"}}
+            accepted["headers"] = {"Location": location}
+        return operation
 
 
 class MultiPartUpload(MultiPartParser):
@@ -302,6 +311,7 @@ class SubmissionErrorsView(MemberView):
     renderer_classes = [NdjsonRenderer, JSONRenderer]
 
     @extend_schema(
+        operation_id="submissions_errors",
         summary="The rejected rows of a submission",
         description=(
             "One `{line, field, message}` per rejected row, in file order: as JSON Lines "

@@ -128,9 +128,7 @@ def test_a_client_generated_from_the_schema_drives_every_kind_of_call(generated,
     bulk.submission_process(str(queued.id))
     done = call("submissions_retrieve", submission_id=queued.id)
     assert (done.status, done.accepted, done.rejected) == (models.SubmissionStatusEnum.COMPLETED, 1, 1)
-    rows = call(
-        "submissions_errors_retrieve", submission_id=queued.id, format_=models.SubmissionsErrorsRetrieveFormat.JSON
-    )
+    rows = call("submissions_errors", submission_id=queued.id, format_=models.SubmissionsErrorsFormat.JSON)
     assert isinstance(rows, models.RowErrors)
     assert [(row.line, row.field) for row in rows.results] == [(3, "subject.id_number")]
 
