@@ -39,6 +39,9 @@ IDEMPOTENCY_HEADER = OpenApiParameter(
     ),
 )
 
+# A subject valid in every way (check character, birth date), for the schema's examples.
+SUBJECT_EXAMPLE = {"id_type": "CN_RIC", "id_number": "110105198503140013"}
+
 # Free text after DRF trims it: not blank, no NUL (DRF refuses both).
 TRIMMED_TEXT_PATTERN = r"^[^\x00]*[^\s\x00][^\x00]*$"
 # Free text in a record (exchange.validation._text): not blank, no control characters.

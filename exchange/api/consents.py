@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema, extend_schema_field
+from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.response import Response
 
 from exchange import services
-from exchange.api.base import IDEMPOTENCY_HEADER, MemberView, StrictSerializer, SubjectField, SubjectOutput
+from exchange.api.base import (
+    IDEMPOTENCY_HEADER,
+    SUBJECT_EXAMPLE,
+    MemberView,
+    StrictSerializer,
+    SubjectField,
+    SubjectOutput,
+)
 from exchange.idempotency import idempotent
 from exchange.models import Channel, Consent, ConsentStatus, Purpose
 from members.models import Scope
@@ -76,6 +83,20 @@ class ConsentListCreateView(MemberView):
             "`idempotency_key_reused`."
         ),
         request=ConsentInput,
+        examples=[
+            OpenApiExample(
+                "Signed in the app",
+                request_only=True,
+                value={
+                    "subject": SUBJECT_EXAMPLE,
+                    "purpose": "credit_application",
+                    "channel": "app",
+                    "granted_at": "2026-11-20T09:00:00+08:00",
+                    "expires_at": "2027-05-20T09:00:00+08:00",
+                    "evidence_sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+                },
+            )
+        ],
         responses={201: ConsentOutput},
         parameters=[IDEMPOTENCY_HEADER],
     )

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import serializers, status
 from rest_framework.fields import DateTimeField
 from rest_framework.response import Response
 
 from exchange import services
-from exchange.api.base import IDEMPOTENCY_HEADER, CurrencyText, MemberView, MoneyText, StrictSerializer, SubjectField
+from exchange.api.base import (
+    IDEMPOTENCY_HEADER,
+    SUBJECT_EXAMPLE,
+    CurrencyText,
+    MemberView,
+    MoneyText,
+    StrictSerializer,
+    SubjectField,
+)
 from exchange.idempotency import idempotent
 from exchange.models import Inquiry, Product, Purpose, RecordStatus
 from members.models import Scope
@@ -124,6 +132,17 @@ class InquiryListCreateView(MemberView):
             "422 `validation_failed`, 409 `idempotency_in_progress`, 422 `idempotency_key_reused`."
         ),
         request=InquiryInput,
+        examples=[
+            OpenApiExample(
+                "Under a consent",
+                request_only=True,
+                value={
+                    "subject": SUBJECT_EXAMPLE,
+                    "consent_id": "5b1f0c8e-3f43-4e0b-9a3c-2f6f3e1b7c11",
+                    "purpose": "credit_application",
+                },
+            )
+        ],
         responses={200: InquiryOutput},
         parameters=[IDEMPOTENCY_HEADER],
     )

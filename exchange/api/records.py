@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, time
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.response import Response
 
@@ -16,6 +16,7 @@ from exchange.api.base import (
     IDEMPOTENCY_HEADER,
     MONEY_OUTPUT,
     RECORD_TEXT_PATTERN,
+    SUBJECT_EXAMPLE,
     CurrencyText,
     MemberView,
     StrictSerializer,
@@ -230,6 +231,31 @@ class RecordListCreateView(MemberView):
             "`validation_failed` or `idempotency_key_reused`."
         ),
         request=RecordBatchInput,
+        examples=[
+            OpenApiExample(
+                "One delinquent card",
+                request_only=True,
+                value={
+                    "records": [
+                        {
+                            "member_reference": "CC-9001",
+                            "subject": {**SUBJECT_EXAMPLE, "name": "Zhang San"},
+                            "product": "credit_card",
+                            "currency": "CNY",
+                            "principal": "30000.00",
+                            "amount_overdue": "2400.00",
+                            "days_past_due": 40,
+                            "status": "delinquent",
+                            "opened_on": "2024-01-15",
+                            "delinquent_since": "2026-10-01",
+                            "as_of": "2026-11-10",
+                            "notice_sent_on": "2026-10-05",
+                            "payment_history": "NNNN1",
+                        }
+                    ]
+                },
+            )
+        ],
         responses={201: RecordBatchResult},
         parameters=[IDEMPOTENCY_HEADER],
     )
