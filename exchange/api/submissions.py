@@ -65,7 +65,7 @@ class SubmissionOutput(serializers.Serializer):
     format = serializers.ChoiceField(choices=SubmissionFormat.choices)
     size = serializers.IntegerField(min_value=0, help_text="bytes")
     sha256 = serializers.RegexField("^[0-9a-f]{64}$", help_text="hex SHA-256 of the file")
-    total = serializers.IntegerField(min_value=0, allow_null=True, help_text="data rows, once known")
+    total = serializers.IntegerField(min_value=0, help_text="data rows: an upper-bound estimate until completed")
     accepted = serializers.IntegerField(min_value=0)
     rejected = serializers.IntegerField(min_value=0)
     processed = serializers.IntegerField(min_value=0)
@@ -353,7 +353,7 @@ class SubmissionErrorsView(MemberView):
         errors = ({"line": line, "field": field or None, "message": message} for line, field, message in rows)
         if request.accepted_renderer.format == "json":
             # At most EXCHANGE_MAX_ROW_ERRORS + 1 rows: a file stops there.
-            return Response({"results": list(errors)})
+            return Response({"results": list(errors)}, headers={"Cache-Control": "no-store"})
         lines = (json.dumps(error, ensure_ascii=False) + "\n" for error in errors)
         response = StreamingHttpResponse(lines, content_type="application/x-ndjson; charset=utf-8")
         response["Cache-Control"] = "no-store"
