@@ -15,9 +15,11 @@ class AuthenticateFirst(DefaultContentNegotiation):
                 raise Http404("no such format")  # as any other unknown format (DRF would ignore it)
             return super().select_renderer(request, renderers, format_suffix)
         except (NotAcceptable, Http404):
-            # DRF negotiates before it authenticates; on a refusal, run the view's own checks first.
+            # DRF negotiates before it authenticates; on a refusal, run the view's own checks first
+            # (once: DRF negotiates again to render the error, and a denial is audited).
             view = (request.parser_context or {}).get("view")
-            if view is not None:
+            if view is not None and not getattr(request, "_checked_before_negotiation", False):
+                request._checked_before_negotiation = True
                 view.perform_authentication(request)
                 view.check_permissions(request)
             raise

@@ -160,6 +160,16 @@ def test_with_a_valid_key_an_unacceptable_accept_is_406_naming_what_is_available
     assert response.json()["detail"] == "Only application/x-ndjson or application/json responses are available."
 
 
+def test_a_refusal_before_negotiation_is_audited_once(bank_a):
+    from audit.models import AuditEvent
+    from members.services import member_set_status
+
+    member_set_status(member=bank_a.member, status="suspended", actor="test")
+    response = bank_a.client.get("/api/v1/records", HTTP_ACCEPT="text/html")
+    assert (response.status_code, response.json()["code"]) == (403, "member_suspended")
+    assert AuditEvent.objects.filter(action="api.access", outcome="denied").count() == 1
+
+
 def test_submission_errors_are_json_lines_unless_json_is_asked_for(bank_a, settings, tmp_path):
     settings.EXCHANGE_SUBMISSIONS_DIR = tmp_path
     response = upload(bank_a, csv_file(csv_row("L-1", 1, status="paid")))
