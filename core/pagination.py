@@ -25,15 +25,29 @@ class CursorPage(CursorPagination):
             raise Invalid([{"index": None, "field": self.page_size_query_param, "message": message}])
         return int(raw)
 
+    def paginate_queryset(self, queryset, request, view=None):
+        self.model = queryset.model
+        return super().paginate_queryset(queryset, request, view)
+
     def decode_cursor(self, request):
+        from django.core.exceptions import ValidationError
         from rest_framework.exceptions import NotFound
 
         from core.problems import Malformed
 
+        invalid = Malformed("The cursor is not valid; use the `next` link as given.")
         try:
-            return super().decode_cursor(request)
+            cursor = super().decode_cursor(request)
         except NotFound:
-            raise Malformed("The cursor is not valid; use the `next` link as given.") from None
+            raise invalid from None
+        if cursor is not None and cursor.position is not None:
+            # A cursor is not signed: a made-up position must not reach the query (a 500 there).
+            field = self.model._meta.get_field(self.ordering[0].lstrip("-"))
+            try:
+                field.run_validators(field.to_python(cursor.position))
+            except (ValidationError, ValueError, TypeError):
+                raise invalid from None
+        return cursor
 
     def get_paginated_response(self, data):
         return Response({"results": data, "next": self.get_next_link()})

@@ -74,6 +74,20 @@ def test_a_records_history_is_paged_oldest_first(bank_a):
     assert ([v["version"] for v in rest["results"]], rest["next"]) == ([3], None)
 
 
+@pytest.mark.parametrize("position", ["p=abc", "p=2026-13-45", "r=1&p=x", "p=" + "9" * 50, "o=abc"])
+def test_a_made_up_cursor_is_400_never_a_500(bank_a, position):
+    import base64
+
+    from tests.factories import record
+
+    assert bank_a.client.post("/api/v1/records", {"records": [record("L-1", 1)]}, format="json").status_code == 201
+    record_id = bank_a.client.get("/api/v1/records").json()["results"][0]["id"]
+    cursor = base64.b64encode(position.encode()).decode()
+    for path in ("/api/v1/records", "/api/v1/disputes", f"/api/v1/records/{record_id}/history"):
+        response = bank_a.client.get(path, {"cursor": cursor})
+        assert (response.status_code, response.json()["code"]) == (400, "malformed_request"), path
+
+
 def test_inputs_refuse_unknown_fields_and_bodies_are_required(schema):
     inputs = [name for name in schema["components"]["schemas"] if name.endswith("Request")]
     assert len(inputs) >= 9
