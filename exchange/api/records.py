@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, time
 
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.response import Response
@@ -195,9 +194,9 @@ class RecordListCreateView(MemberView):
             OpenApiParameter("member_reference", str, description="only the record with this reference of yours"),
             OpenApiParameter(
                 "updated_since",
-                OpenApiTypes.DATETIME,
-                description="only records changed at or after this time (with an offset; a date "
-                "YYYY-MM-DD is also accepted, meaning midnight UTC)",
+                {"anyOf": [{"type": "string", "format": "date-time"}, {"type": "string", "format": "date"}]},
+                description="only records changed at or after this time: a date-time with an offset, or a "
+                "date (midnight UTC)",
             ),
         ],
         responses=RecordOutput(many=True),
