@@ -135,10 +135,6 @@ class UploadSchema(AutoSchema):
         return operation
 
 
-class MultiPartUpload(MultiPartParser):
-    """multipart/form-data through Django's upload handlers (large parts go to a temporary file)."""
-
-
 def _body_reader(request):
     """A read(n) over the request body. With Content-Length, Django's bounded stream; without it
     (chunked transfer encoding, de-chunked by the WSGI server) the raw WSGI input."""
@@ -226,7 +222,8 @@ def submission_get(caller: services.Caller, submission_id: Any, action: str) -> 
 class SubmissionListCreateView(MemberView):
     required_scope = Scope.SUBMIT
     audit_name = "submissions"
-    parser_classes = [CsvUpload, NdjsonUpload, MultiPartUpload]
+    # DRF's multipart parser goes through Django's upload handlers: a large part to a temporary file.
+    parser_classes = [CsvUpload, NdjsonUpload, MultiPartParser]
     schema = UploadSchema()
 
     @extend_schema(
