@@ -158,6 +158,7 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {"member": EXCHANGE_THROTTLE_RATE},
     "DEFAULT_PARSER_CLASSES": ["core.parsers.StrictJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "core.negotiation.AuthenticateFirst",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "core.problems.exception_handler",
     "UNAUTHENTICATED_USER": None,
@@ -178,6 +179,12 @@ SPECTACULAR_SETTINGS = {
         "DisputeStatusEnum": "exchange.models.DisputeStatus",
         "SubmissionStatusEnum": "exchange.models.SubmissionStatus",
         "MemberStatusEnum": "members.models.MemberStatus",
+        "MemberKindEnum": "members.models.MemberKind",
+        "ScopeEnum": "members.models.Scope",
+        "SubmissionFormatEnum": "exchange.models.SubmissionFormat",
+        "ConsentStatusEnum": "exchange.models.ConsentStatus",
+        "IdTypeEnum": "exchange.models.IdType",
+        "ProductEnum": "exchange.models.Product",
     },
 }
 

@@ -171,7 +171,9 @@ def exception_handler(exc: Exception, context: dict) -> Response:
             405, "method_not_allowed", str(exc.detail), headers={"Allow": ", ".join(context["view"].allowed_methods)}
         )
     if isinstance(exc, exceptions.NotAcceptable):
-        return _response(406, "not_acceptable", "Only application/json responses are available.")
+        view = context.get("view")
+        available = [renderer.media_type for renderer in getattr(view, "renderer_classes", ())] or ["application/json"]
+        return _response(406, "not_acceptable", f"Only {' or '.join(available)} responses are available.")
     if isinstance(exc, exceptions.ValidationError):
         return _response(
             422, "validation_failed", "The request has invalid fields; nothing was stored.", flatten_errors(exc.detail)

@@ -7,13 +7,17 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from members.models import MemberKind, MemberStatus, Scope
+
 
 class MeSerializer(serializers.Serializer):
-    member = serializers.CharField(source="member.code")
+    """The member and the API key of this call."""
+
+    member = serializers.CharField(source="member.code", help_text="your member code")
     name = serializers.CharField(source="member.name")
-    kind = serializers.CharField(source="member.kind")
-    status = serializers.CharField(source="member.status")
-    scopes = serializers.ListField(child=serializers.CharField(), source="scope_list")
+    kind = serializers.ChoiceField(choices=MemberKind.choices, source="member.kind")
+    status = serializers.ChoiceField(choices=MemberStatus.choices, source="member.status")
+    scopes = serializers.ListField(child=serializers.ChoiceField(choices=Scope.choices), source="scope_list")
     key_prefix = serializers.CharField(source="prefix")
     key_expires_at = serializers.DateTimeField(source="expires_at", allow_null=True)
 
@@ -21,6 +25,10 @@ class MeSerializer(serializers.Serializer):
 class MeView(APIView):
     audit_name = "me"
 
-    @extend_schema(responses=MeSerializer, summary="Who is calling")
+    @extend_schema(
+        responses=MeSerializer,
+        summary="Who is calling",
+        description="Your member and this key's scopes and expiry; any scope. Errors: 401 `authentication_failed`.",
+    )
     def get(self, request):
         return Response(MeSerializer(request.auth).data)

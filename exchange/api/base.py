@@ -1,26 +1,53 @@
 """What every member endpoint shares: the base view, the idempotency header, strict input shapes.
 
-No business rules here: views parse with a serializer, call one service and render.
+No business rules here: views parse with a serializer, call one service and render. The
+schema-only fields below describe the rules exchange.validation enforces; they validate nothing.
 """
 
 from __future__ import annotations
 
+from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from drf_spectacular.utils import OpenApiParameter, extend_schema_field
 from rest_framework import serializers
 from rest_framework.views import APIView
 
 from audit.actors import member_actor
+from core.identifiers import ID_TYPES
 from core.pagination import CursorPage
 from core.problems import Invalid, Malformed
 from exchange.services import Caller
 
+# Characters str.isprintable() accepts in a header (decoded as Latin-1): no controls, no
+# no-break space, no soft hyphen; no space at either end, where HTTP would strip it.
+_KEY_EDGE = r"\x21-\x7E\xA1-\xAC\xAE-\xFF"
+_KEY_INNER = r"\x20-\x7E\xA1-\xAC\xAE-\xFF"
 IDEMPOTENCY_HEADER = OpenApiParameter(
     "Idempotency-Key",
-    str,
+    {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 255,
+        "pattern": f"^[{_KEY_EDGE}](?:[{_KEY_INNER}]{{0,253}}[{_KEY_EDGE}])?$",
+    },
     OpenApiParameter.HEADER,
     required=False,
-    description="Retrying with the same key and body returns the first response (kept at least 24 hours).",
+    description=(
+        "1 to 255 printable characters, for example a UUID. Retrying with the same key and body "
+        "returns the first response (kept at least 24 hours, marked `Idempotent-Replayed: true`); "
+        "the same key with another body is 422 `idempotency_key_reused`; while the first request "
+        "still runs, 409 `idempotency_in_progress`."
+    ),
 )
+
+# A subject valid in every way (check character, birth date), for the schema's examples.
+SUBJECT_EXAMPLE = {"id_type": "CN_RIC", "id_number": "110105198503140013"}
+
+# Free text after DRF trims it: not blank, no NUL (DRF refuses both).
+TRIMMED_TEXT_PATTERN = r"^[^\x00]*[^\s\x00][^\x00]*$"
+# Free text in a record (exchange.validation._text): not blank, no control characters.
+RECORD_TEXT_PATTERN = r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
+MONEY_OUTPUT = {"type": "string", "pattern": r"^[0-9]+\.[0-9]{2}$", "example": "5000.00"}
+CURRENCY_OUTPUT = {"type": "string", "pattern": "^[A-Z]{3}$", "example": "CNY"}
 
 
 class MemberView(APIView):
@@ -41,8 +68,8 @@ class MemberView(APIView):
         serializer.is_valid(raise_exception=True)
         return serializer.validated_data
 
-    def paginate(self, queryset, serializer_class):
-        paginator = CursorPage()
+    def paginate(self, queryset, serializer_class, paginator=None):
+        paginator = paginator or CursorPage()
         page = paginator.paginate_queryset(queryset, self.request, view=self)
         return page, lambda: paginator.get_paginated_response(serializer_class(page, many=True).data)
 
@@ -74,13 +101,56 @@ class TextField(serializers.CharField):
         return super().to_internal_value(data)
 
 
+class TextFieldSchema(OpenApiSerializerFieldExtension):
+    """TextField in the schema: DRF's string with its lengths, and its not-blank and no-NUL rules as a pattern."""
+
+    target_class = TextField
+
+    def map_serializer_field(self, auto_schema, direction):
+        schema = auto_schema._map_serializer_field(self.target, direction, bypass_extensions=True)
+        return {**schema, "pattern": r"^[^\x00]*$" if self.target.allow_blank else TRIMMED_TEXT_PATTERN}
+
+
+@extend_schema_field(MONEY_OUTPUT)
+class MoneyText(serializers.CharField):
+    """An amount as the API answers it: a decimal string with exactly 2 places."""
+
+
+@extend_schema_field(CURRENCY_OUTPUT)
+class CurrencyText(serializers.CharField):
+    """An ISO 4217 currency code, upper case."""
+
+
 class SubjectInput(serializers.Serializer):
-    id_type = serializers.CharField()
-    id_number = serializers.CharField()
-    name = serializers.CharField(required=False, allow_null=True)
-    country = serializers.CharField(required=False, allow_null=True)
+    """A borrower, as sent. `id_number` is normalised (spaces ignored; `+86`/`0086` and dashes in
+    mobile numbers; a 15-digit resident ID upgraded) and checked (check character, birth date):
+    a wrong one is 422 on `subject.id_number`. `country` (ISO 3166-1 alpha-2) is required for a
+    `PASSPORT` and refused for the other types. Only a keyed token of the subject is stored;
+    `name` is stored encrypted and never returned."""
+
+    id_type = serializers.ChoiceField(choices=ID_TYPES)
+    id_number = serializers.RegexField(
+        r"\S",
+        help_text="CN_RIC: 18 characters (or a legacy 15-digit ID); CN_USCC: 18 characters; "
+        "CN_MOBILE: 11 digits starting with 1; PASSPORT: 5 to 20 letters or digits",
+    )
+    name = serializers.RegexField(
+        RECORD_TEXT_PATTERN, required=False, allow_null=True, max_length=200, help_text="the borrower's name"
+    )
+    country = serializers.CharField(
+        required=False,
+        allow_null=True,
+        allow_blank=True,
+        help_text="ISO 3166-1 alpha-2 such as CN (case-insensitive): passports only",
+    )
 
 
 @extend_schema_field(SubjectInput)
 class SubjectField(serializers.JSONField):
     """The subject as sent; normalised and tokenised by the service (exchange.validation)."""
+
+
+class SubjectOutput(serializers.Serializer):
+    """The borrower of a record or consent: only its identifier type, never the identifier."""
+
+    id_type = serializers.ChoiceField(choices=ID_TYPES)

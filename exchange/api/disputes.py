@@ -9,7 +9,7 @@ furnisher.
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.response import Response
 
@@ -26,13 +26,23 @@ from members.models import Scope
 # --- shapes ----------------------------------------------------------------------------------
 
 
+@extend_schema_field({"type": "string", "format": "uuid"})
+class IdText(serializers.CharField):
+    """An object id taken as text: one that is not a UUID names nothing, so it is 404."""
+
+
 class DisputeInput(StrictSerializer):
-    inquiry_id = serializers.CharField(max_length=64)
-    line = serializers.IntegerField(min_value=0)
+    """A line of a report you pulled, and the borrower's reason."""
+
+    inquiry_id = IdText(max_length=64)
+    line = serializers.IntegerField(min_value=0, help_text="the `line` of the record in the inquiry's answer")
     reason = TextField(max_length=services.MAX_TEXT, trim_whitespace=True)
 
 
 class ResolveInput(StrictSerializer):
+    """Your answer: `corrected` needs a new version of the record submitted after the dispute
+    opened; `deleted` withdraws the record; `upheld` keeps it as it is."""
+
     outcome = serializers.ChoiceField(choices=DisputeOutcome.choices)
     note = TextField(
         max_length=services.MAX_TEXT, trim_whitespace=True, required=False, allow_null=True, allow_blank=True
@@ -108,6 +118,11 @@ class DisputeListCreateView(DisputeViewMixin):
 
     @extend_schema(
         summary="List the disputes you filed or must answer, newest first",
+        description=(
+            "A key with the `submit` scope sees the disputes on your records (to answer before "
+            "`due_at`), one with `query` those you filed; `role` narrows to one side. Errors: 403 "
+            "`scope_required` (a role your key's scopes cannot see), 422 `validation_failed`."
+        ),
         parameters=[
             OpenApiParameter("status", str, enum=DisputeStatus.values),
             OpenApiParameter(
@@ -116,7 +131,6 @@ class DisputeListCreateView(DisputeViewMixin):
                 enum=["to_answer", "filed"],
                 description="only the disputes you must answer (submit scope) or only those you filed (query scope)",
             ),
-            OpenApiParameter("page_size", int),
         ],
         responses=DisputeOutput(many=True),
     )
@@ -144,7 +158,15 @@ class DisputeListCreateView(DisputeViewMixin):
         return paginator.get_paginated_response(data)
 
     @extend_schema(
-        summary="Dispute a line of a report you pulled", request=DisputeInput, responses={201: DisputeOutput}
+        summary="Dispute a line of a report you pulled",
+        description=(
+            "Opens a dispute for the borrower (scope `query`); the furnisher must answer before "
+            "`due_at`, and meanwhile the record shows `disputed`. Errors: 404 `not_found` (no such "
+            "inquiry of yours), 422 `validation_failed` (such as a `line` the report does not have, "
+            "or a record since withdrawn)."
+        ),
+        request=DisputeInput,
+        responses={201: DisputeOutput},
     )
     def post(self, request):
         data = self.validated(DisputeInput)
@@ -158,7 +180,11 @@ class DisputeDetailView(DisputeViewMixin):
 
     audit_name = "dispute"
 
-    @extend_schema(summary="One dispute you filed or must answer", responses=DisputeOutput)
+    @extend_schema(
+        summary="One dispute you filed or must answer",
+        description="Errors: 404 `not_found` (also for a dispute that is not yours to see).",
+        responses=DisputeOutput,
+    )
     def get(self, request, dispute_id):
         dispute = services.dispute_get(caller=self.caller, roles=self.roles, dispute_id=dispute_id)
         audit_read(
@@ -177,7 +203,16 @@ class DisputeResolveView(DisputeViewMixin):
     required_scope = Scope.SUBMIT
     audit_name = "dispute_resolve"
 
-    @extend_schema(summary="Answer a dispute on one of your records", request=ResolveInput, responses=DisputeOutput)
+    @extend_schema(
+        operation_id="disputes_resolve",
+        summary="Answer a dispute on one of your records",
+        description=(
+            "Scope `submit`. Errors: 404 `not_found`, 409 `conflict` (answered before: an answer is "
+            "final), 422 `validation_failed` (such as `corrected` without a newer version)."
+        ),
+        request=ResolveInput,
+        responses=DisputeOutput,
+    )
     def post(self, request, dispute_id):
         data = self.validated(ResolveInput)
         dispute = services.dispute_resolve(caller=self.caller, roles=self.roles, dispute_id=dispute_id, **data)

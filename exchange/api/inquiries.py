@@ -2,30 +2,40 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import serializers, status
 from rest_framework.fields import DateTimeField
 from rest_framework.response import Response
 
 from audit.actions import Action
 from exchange import inquiries, services
-from exchange.api.base import IDEMPOTENCY_HEADER, MemberView, StrictSerializer, SubjectField
+from exchange.api.base import (
+    IDEMPOTENCY_HEADER,
+    SUBJECT_EXAMPLE,
+    CurrencyText,
+    MemberView,
+    MoneyText,
+    StrictSerializer,
+    SubjectField,
+)
 from exchange.idempotency import idempotent
-from exchange.models import Inquiry, Purpose
+from exchange.models import Inquiry, Product, Purpose, RecordStatus
 from members.models import Scope
 
 # --- shapes ----------------------------------------------------------------------------------
 
 
 class InquiryInput(StrictSerializer):
+    """Whom to look up, under which of your consents, for which purpose (the consent's own)."""
+
     subject = SubjectField()
     consent_id = serializers.UUIDField()
     purpose = serializers.ChoiceField(choices=Purpose.choices)
 
 
 class MoneyOutput(serializers.Serializer):
-    currency = serializers.CharField()
-    amount = serializers.CharField()
+    currency = CurrencyText()
+    amount = MoneyText()
 
 
 class SummaryOutput(serializers.Serializer):
@@ -41,12 +51,14 @@ class SummaryOutput(serializers.Serializer):
 
 
 class LineOutput(serializers.Serializer):
-    line = serializers.IntegerField()
-    product = serializers.CharField()
-    status = serializers.CharField()
-    days_past_due = serializers.IntegerField()
-    currency = serializers.CharField()
-    amount_overdue = serializers.CharField()
+    """One record of the subject, from any member, without the member's identity or reference."""
+
+    line = serializers.IntegerField(min_value=0, help_text="what a dispute names")
+    product = serializers.ChoiceField(choices=Product.choices)
+    status = serializers.ChoiceField(choices=RecordStatus.choices)
+    days_past_due = serializers.IntegerField(min_value=0)
+    currency = CurrencyText()
+    amount_overdue = MoneyText()
     opened_on = serializers.DateField()
     delinquent_since = serializers.DateField()
     as_of = serializers.DateField()
@@ -63,11 +75,11 @@ class InquiryCountsOutput(serializers.Serializer):
 
 
 class InquiryOutput(serializers.Serializer):
-    """The stored report, as answered when the inquiry was made."""
+    """A borrower's report, as answered when the inquiry was made."""
 
     id = serializers.UUIDField()
     created_at = serializers.DateTimeField()
-    purpose = serializers.CharField()
+    purpose = serializers.ChoiceField(choices=Purpose.choices)
     consent_id = serializers.UUIDField(allow_null=True)
     subject_found = serializers.BooleanField(source="result.subject_found")
     summary = SummaryOutput(source="result.summary")
@@ -101,7 +113,11 @@ class InquiryListCreateView(MemberView):
     required_scope = Scope.QUERY
     audit_name = "inquiries"
 
-    @extend_schema(summary="List your inquiries", responses=InquiryOutput(many=True))
+    @extend_schema(
+        summary="List your inquiries, newest first",
+        description="Each as answered. Errors: 403 `scope_required` without the `query` scope.",
+        responses=InquiryOutput(many=True),
+    )
     def get(self, request):
         page, respond = self.paginate(Inquiry.objects.filter(member=request.user), InquiryOutput)
         services.audit_read(self.caller, Action.INQUIRY_LIST, count=len(page))
@@ -109,7 +125,25 @@ class InquiryListCreateView(MemberView):
 
     @extend_schema(
         summary="Query a borrower's summary (needs an active consent)",
+        description=(
+            "Answers the subject's records from every member (current, not withdrawn, not "
+            "suppressed), a summary, and how often other members asked about this subject lately. "
+            "Errors: 403 `consent_required` (no active consent of yours for this subject and "
+            "purpose; the attempt is audited), 403 `reciprocity_required`, 403 `scope_required`, "
+            "422 `validation_failed`, 409 `idempotency_in_progress`, 422 `idempotency_key_reused`."
+        ),
         request=InquiryInput,
+        examples=[
+            OpenApiExample(
+                "Under a consent",
+                request_only=True,
+                value={
+                    "subject": SUBJECT_EXAMPLE,
+                    "consent_id": "5b1f0c8e-3f43-4e0b-9a3c-2f6f3e1b7c11",
+                    "purpose": "credit_application",
+                },
+            )
+        ],
         responses={200: InquiryOutput},
         parameters=[IDEMPOTENCY_HEADER],
     )
@@ -126,7 +160,11 @@ class InquiryDetailView(MemberView):
     required_scope = Scope.QUERY
     audit_name = "inquiry"
 
-    @extend_schema(summary="One of your inquiries, as answered", responses=InquiryOutput)
+    @extend_schema(
+        summary="One of your inquiries, as answered",
+        description="Errors: 404 `not_found` (also for another member's inquiry).",
+        responses=InquiryOutput,
+    )
     def get(self, request, inquiry_id):
         inquiry = inquiries.inquiry_get(caller=self.caller, inquiry_id=inquiry_id)
         services.audit_read(

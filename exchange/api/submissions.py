@@ -1,29 +1,35 @@
 """The member API for bulk submissions: stream a file to storage, read its status and its errors.
 
-The upload is never parsed by DRF nor held in memory: the body is read in blocks from the WSGI
-stream straight into a file (see exchange/bulk/ for what happens next).
+A raw upload (text/csv, application/x-ndjson) is never parsed by DRF nor held in memory: the body
+is read in blocks from the WSGI stream straight into a file. A multipart upload's `file` part goes
+through Django's upload handlers (a large one to a temporary file, never whole in memory) and is
+then stored the same way (see exchange/bulk/ for what happens next).
 """
 
 from __future__ import annotations
 
 import json
 import uuid
+from pathlib import PurePath
 from typing import Any
 
 from django.conf import settings
 from django.http import StreamingHttpResponse
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiRequest, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
-from rest_framework.parsers import BaseParser
+from rest_framework.exceptions import ParseError
+from rest_framework.parsers import BaseParser, MultiPartParser
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 
 from audit.actions import Action
 from core.problems import ApiError, Malformed, NotFound, PayloadTooLarge
 from exchange import services
-from exchange.api.base import MemberView
-from exchange.bulk import upload
-from exchange.models import Submission, SubmissionError, SubmissionStatus
+from exchange.api.base import MemberView, field_error
+from exchange.bulk import upload as bulk
+from exchange.models import Submission, SubmissionError, SubmissionFormat, SubmissionStatus
 from members.models import Scope
 
 
@@ -52,40 +58,83 @@ class NdjsonRenderer(BaseRenderer):
         return json.dumps(data).encode()
 
 
-class SubmissionOutput(serializers.ModelSerializer):
-    processed = serializers.IntegerField(read_only=True)
-    error = serializers.SerializerMethodField()
+class SubmissionOutput(serializers.Serializer):
+    """A bulk file: its progress and counts. `processed` = rows read so far; `error` says why a
+    `failed` file stopped (null otherwise)."""
 
-    class Meta:
-        model = Submission
-        fields = [
-            "id",
-            "status",
-            "format",
-            "size",
-            "sha256",
-            "total",
-            "accepted",
-            "rejected",
-            "processed",
-            "error",
-            "created_at",
-            "started_at",
-            "finished_at",
-        ]
+    id = serializers.UUIDField()
+    status = serializers.ChoiceField(choices=SubmissionStatus.choices)
+    format = serializers.ChoiceField(choices=SubmissionFormat.choices)
+    size = serializers.IntegerField(min_value=0, help_text="bytes")
+    sha256 = serializers.RegexField("^[0-9a-f]{64}$", help_text="hex SHA-256 of the file")
+    total = serializers.IntegerField(min_value=0, help_text="data rows: an upper-bound estimate until completed")
+    accepted = serializers.IntegerField(min_value=0)
+    rejected = serializers.IntegerField(min_value=0)
+    processed = serializers.IntegerField(min_value=0)
+    error = serializers.SerializerMethodField()
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
 
     def get_error(self, submission: Submission) -> str | None:
         return submission.error if submission.status == SubmissionStatus.FAILED else None
 
 
-SubmissionCreated = inline_serializer(
-    "SubmissionCreated",
-    {
-        "id": serializers.UUIDField(),
-        "status": serializers.ChoiceField(choices=SubmissionStatus.choices),
-        "duplicate": serializers.BooleanField(help_text="the same file was submitted before: this is that submission"),
-    },
-)
+class SubmissionCreated(serializers.Serializer):
+    """The submission that holds the file: follow its `id` (or the Location header)."""
+
+    id = serializers.UUIDField()
+    status = serializers.ChoiceField(choices=SubmissionStatus.choices)
+    duplicate = serializers.BooleanField(help_text="the same file was submitted before: this is that submission")
+
+
+class SubmissionUpload(serializers.Serializer):
+    """The file as a multipart/form-data part named `file`."""
+
+    file = serializers.FileField(
+        help_text="CSV or JSON Lines in UTF-8: the part's Content-Type (text/csv, application/x-ndjson) "
+        "or else its file name (.csv, .jsonl, .ndjson) says which"
+    )
+
+
+class RowError(serializers.Serializer):
+    line = serializers.IntegerField(min_value=1, help_text="the file's line (1 is a CSV file's header row)")
+    field = serializers.CharField(allow_null=True, help_text="the field at fault, null for the whole row")
+    message = serializers.CharField()
+
+
+class RowErrors(serializers.Serializer):
+    """Every rejected row of a submission (the JSON form of the JSON Lines answer)."""
+
+    results = RowError(many=True)
+
+
+RAW_BODY = {"type": "string", "format": "binary"}
+
+
+class UploadSchema(AutoSchema):
+    """The upload's request body: the multipart form in `content`, where client generators take it,
+    and the raw bodies under `x-raw-bodies`, so that a generator that supports only some media
+    types (openapi-python-client takes neither text/csv nor application/x-ndjson) warns of none;
+    and the 202's Location header."""
+
+    def _get_request_body(self, direction="request"):
+        body = super()._get_request_body(direction)
+        if body is not None:
+            body["description"] = (
+                "The file as the `file` part of a multipart/form-data body, or as the raw body with "
+                "Content-Type text/csv or application/x-ndjson (see x-raw-bodies)."
+            )
+            body["x-raw-bodies"] = {media_type: {"schema": RAW_BODY} for media_type in bulk.MEDIA_TYPES}
+        return body
+
+    def get_operation(self, *args, **kwargs):
+        operation = super().get_operation(*args, **kwargs)
+        accepted = (operation or {}).get("responses", {}).get("202")
+        if accepted is not None:
+            location = {"description": "the submission's URL", "schema": {"type": "string"}}
+            accepted["headers"] = {"Location": location}
+        return operation
 
 
 def _body_reader(request):
@@ -101,7 +150,7 @@ def _body_reader(request):
 
 def _media_format(request) -> str:
     media_type, _, params = (request.content_type or "").partition(";")
-    fmt = upload.MEDIA_TYPES.get(media_type.strip().lower())
+    fmt = bulk.MEDIA_TYPES.get(media_type.strip().lower())
     if fmt is None:
         raise ApiError(
             status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
@@ -116,6 +165,43 @@ def _media_format(request) -> str:
             status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "Files must be encoded in UTF-8."
         )
     return fmt
+
+
+def _part_format(upload) -> str:
+    """A multipart file's format: its part's Content-Type, else its file name's extension."""
+    media_type = (upload.content_type or "").partition(";")[0].strip().lower()
+    fmt = bulk.MEDIA_TYPES.get(media_type) or bulk.EXTENSIONS.get(PurePath(upload.name or "").suffix.lower())
+    if fmt is None:
+        raise ApiError(
+            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "Send the file part as text/csv or application/x-ndjson, or name it .csv, .jsonl or .ndjson.",
+        )
+    charset = upload.charset or "utf-8"
+    if isinstance(charset, bytes):  # Django's multipart parser keeps header parameters as bytes
+        charset = charset.decode("latin-1")
+    if charset.strip('"').lower() not in ("utf-8", "utf8"):
+        raise ApiError(
+            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "Files must be encoded in UTF-8."
+        )
+    return fmt
+
+
+def _multipart_file(request):
+    """The one `file` part of a multipart body, or 400/422 saying what is wrong with the form."""
+    try:
+        names, files = set(request.data), request.FILES
+    except ParseError:
+        raise Malformed("The multipart/form-data body is not well formed.") from None
+    unknown = sorted(names - {"file"})
+    if unknown:
+        raise field_error(unknown[0][:64], "is not a known field")
+    uploads = files.getlist("file")
+    if not uploads:
+        raise field_error("file", "must be a file part" if "file" in names else "is required")
+    if len(uploads) > 1:
+        raise field_error("file", "must be one file part, not several")
+    return uploads[0]
 
 
 def _deny(caller: services.Caller, action: str, why: str, **details) -> None:
@@ -138,9 +224,15 @@ def submission_get(caller: services.Caller, submission_id: Any, action: str) -> 
 class SubmissionListCreateView(MemberView):
     required_scope = Scope.SUBMIT
     audit_name = "submissions"
-    parser_classes = [CsvUpload, NdjsonUpload]
+    # DRF's multipart parser goes through Django's upload handlers: a large part to a temporary file.
+    parser_classes = [CsvUpload, NdjsonUpload, MultiPartParser]
+    schema = UploadSchema()
 
-    @extend_schema(summary="List your bulk submissions, newest first", responses=SubmissionOutput(many=True))
+    @extend_schema(
+        summary="List your bulk submissions, newest first",
+        description="Errors: 403 `scope_required` without the `submit` scope.",
+        responses=SubmissionOutput(many=True),
+    )
     def get(self, request):
         page, respond = self.paginate(Submission.objects.filter(member=request.user), SubmissionOutput)
         services.audit_read(self.caller, Action.SUBMISSION_LIST, count=len(page))
@@ -149,27 +241,46 @@ class SubmissionListCreateView(MemberView):
     @extend_schema(
         summary="Submit a bulk file of records (CSV or JSON Lines, any size); processed in the background",
         description=(
-            "The body is the file: `text/csv` with a header row of the record fields (the subject "
-            "flattened to id_type, id_number, name, country; an empty cell means absent) or "
-            "`application/x-ndjson` with one record object per line. Submitting the same file again "
-            "answers the first submission and stores nothing twice."
+            "Three ways to send the file, all treated alike (same limits, same duplicate "
+            "detection): as the raw body with `Content-Type: text/csv` (a header row of the record "
+            "fields, the subject flattened to id_type, id_number, name, country; an empty cell means "
+            "absent) or `application/x-ndjson` (one record object per line); or as the `file` part "
+            "of a `multipart/form-data` body (with a Content-Length), its format from the part's "
+            "Content-Type or else its name (.csv, .jsonl, .ndjson). The answer comes at once (202); "
+            "poll the submission for its status, then read its errors. Submitting the same file "
+            "again answers the first submission (`duplicate`: true) and stores nothing twice. "
+            "Errors: 400 `malformed_request` (empty or not UTF-8 text, or a malformed form), 403 "
+            "`scope_required`, 413 `payload_too_large`, 415 `unsupported_media_type`, 422 "
+            "`validation_failed` (a form without exactly one `file` part, or with other fields)."
         ),
-        request={"text/csv": bytes, "application/x-ndjson": bytes},
+        request={
+            "multipart/form-data": OpenApiRequest(
+                SubmissionUpload, encoding={"file": {"contentType": ", ".join(bulk.MEDIA_TYPES)}}
+            )
+        },
         responses={202: SubmissionCreated, 413: OpenApiResponse(description="payload_too_large")},
     )
     def post(self, request):
         caller = self.caller
-        fmt = _media_format(request)
         limit = settings.EXCHANGE_MAX_UPLOAD_BYTES
+        if (request.content_type or "").partition(";")[0].strip().lower() == "multipart/form-data":
+            upload = _multipart_file(request)
+            fmt, read = _part_format(upload), upload.read
+        else:
+            upload, fmt = None, _media_format(request)
+            read = _body_reader(request)
         try:
-            stored = upload.upload_store(_body_reader(request), fmt=fmt, limit=limit)
-        except upload.UploadTooLarge:
+            stored = bulk.upload_store(read, fmt=fmt, limit=limit)
+        except bulk.UploadTooLarge:
             _deny(caller, Action.SUBMISSION_CREATE, "payload_too_large", limit=limit)
             raise PayloadTooLarge(f"The file is larger than {limit} bytes; split it into smaller files.") from None
-        except upload.FileRejected as exc:
+        except bulk.FileRejected as exc:
             _deny(caller, Action.SUBMISSION_CREATE, "malformed_request")
             raise Malformed(exc.message) from None
-        submission, created = upload.submission_create(member=caller.member, actor=caller.actor, fmt=fmt, stored=stored)
+        finally:
+            if upload is not None:
+                upload.close()  # a temporary file holding raw identifiers goes at once
+        submission, created = bulk.submission_create(member=caller.member, actor=caller.actor, fmt=fmt, stored=stored)
         return Response(
             {"id": str(submission.pk), "status": submission.status, "duplicate": not created},
             status=status.HTTP_202_ACCEPTED,
@@ -181,7 +292,11 @@ class SubmissionDetailView(MemberView):
     required_scope = Scope.SUBMIT
     audit_name = "submission"
 
-    @extend_schema(summary="One of your bulk submissions: status and counts", responses=SubmissionOutput)
+    @extend_schema(
+        summary="One of your bulk submissions: status and counts",
+        description="Errors: 404 `not_found` (also for another member's submission).",
+        responses=SubmissionOutput,
+    )
     def get(self, request, submission_id):
         submission = submission_get(self.caller, submission_id, Action.SUBMISSION_READ)
         services.audit_read(self.caller, Action.SUBMISSION_READ, object_type="submission", object_id=submission.pk)
@@ -191,12 +306,33 @@ class SubmissionDetailView(MemberView):
 class SubmissionErrorsView(MemberView):
     required_scope = Scope.SUBMIT
     audit_name = "submission_errors"
-    renderer_classes = [JSONRenderer, NdjsonRenderer]
+    # JSON Lines unless JSON is asked for (Accept: application/json, or ?format=json).
+    renderer_classes = [NdjsonRenderer, JSONRenderer]
 
     @extend_schema(
-        summary="The rejected rows of a submission, as JSON Lines {line, field, message}",
-        parameters=[OpenApiParameter("Accept", str, OpenApiParameter.HEADER, required=False)],
-        responses={(200, "application/x-ndjson"): OpenApiResponse(description="one JSON object per line")},
+        operation_id="submissions_errors",
+        summary="The rejected rows of a submission",
+        description=(
+            "One `{line, field, message}` per rejected row, in file order: as JSON Lines "
+            "(`application/x-ndjson`, the default, streamed), or as one JSON document "
+            '`{"results": [...]}` with `Accept: application/json` or `?format=json`. Messages '
+            "never quote the file's content. Errors: 404 `not_found` (also for another member's "
+            "submission), 406 `not_acceptable` (an Accept header allowing neither type)."
+        ),
+        parameters=[
+            OpenApiParameter(
+                "format",
+                str,
+                enum=["jsonl", "json"],
+                description="the answer's form, instead of an Accept header: jsonl (the default) or json",
+            )
+        ],
+        responses={
+            (200, "application/x-ndjson"): OpenApiResponse(
+                OpenApiTypes.STR, description="one JSON object {line, field, message} per line"
+            ),
+            (200, "application/json"): RowErrors,
+        },
     )
     def get(self, request, submission_id):
         submission = submission_get(self.caller, submission_id, Action.SUBMISSION_ERRORS)
@@ -213,10 +349,11 @@ class SubmissionErrorsView(MemberView):
             .values_list("line", "field", "message")
             .iterator(chunk_size=2000)
         )
-        lines = (
-            json.dumps({"line": line, "field": field or None, "message": message}, ensure_ascii=False) + "\n"
-            for line, field, message in rows
-        )
+        errors = ({"line": line, "field": field or None, "message": message} for line, field, message in rows)
+        if request.accepted_renderer.format == "json":
+            # At most EXCHANGE_MAX_ROW_ERRORS + 1 rows: a file stops there.
+            return Response({"results": list(errors)}, headers={"Cache-Control": "no-store"})
+        lines = (json.dumps(error, ensure_ascii=False) + "\n" for error in errors)
         response = StreamingHttpResponse(lines, content_type="application/x-ndjson; charset=utf-8")
         response["Cache-Control"] = "no-store"
         return response
