@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import pytest
 from django.db import connection
+from hypothesis import settings as hypothesis_settings
 from rest_framework.test import APIClient
 
 from audit import triggers
 from members.models import Member, Scope
 from members.services import api_key_issue, member_create
+
+# No time limit per generated example: tests check behaviour, never speed (benchmarks do that),
+# and a shared CI machine can be slow at any moment.
+hypothesis_settings.register_profile("exchange", deadline=None)
+hypothesis_settings.load_profile("exchange")
 
 
 def pytest_collection_modifyitems(config, items):
