@@ -147,7 +147,6 @@ _VISIBLE_RECORDS = PreparedQuery(
 
 # The report query's columns by name: the records' (as `.values(*_LINE_FIELDS)` compiles them, in
 # that order) then the counts.
-_REPORT_NAMES = (*_LINE_FIELDS, *_COUNT_FIELDS)
 _REPORT_COLUMNS = ", ".join([*(f"r.{name}" for name in _LINE_FIELDS), *(f"c.{name}" for name in _COUNT_FIELDS)])
 
 
@@ -183,13 +182,11 @@ def _report_rows(*, member: Member, subject_token: str, now: datetime) -> tuple[
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         # The records' columns come first, in the order the ORM compiled them: its converters apply to them.
-        found = [
-            dict(zip(_REPORT_NAMES, row, strict=True))
-            for row in _VISIBLE_RECORDS.convert(cursor.fetchall(), connection)
-        ]
-    counts = {name: found[0][name] or 0 for name in _COUNT_FIELDS}
+        found = _VISIBLE_RECORDS.convert(cursor.fetchall(), connection)
+    # Each row is the records' fields (_LINE_FIELDS) then the counts (_COUNT_FIELDS), as selected.
+    counts = {name: value or 0 for name, value in zip(_COUNT_FIELDS, found[0][len(_LINE_FIELDS) :], strict=True)}
     # A subject without records has one row: its counts, with NULL record columns.
-    rows = [{name: row[name] for name in _LINE_FIELDS} for row in found if row["id"] is not None]
+    rows = [dict(zip(_LINE_FIELDS, row[: len(_LINE_FIELDS)], strict=True)) for row in found if row[0] is not None]
     return rows, counts
 
 
