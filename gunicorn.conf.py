@@ -1,14 +1,13 @@
 """gunicorn settings for serving the exchange: `gunicorn -c gunicorn.conf.py config.wsgi:application`.
 
-The worker model was chosen by measurement (docs/performance.md, "Worker models"); every value can
+The worker model was chosen by measurement (docs/performance.md, "Worker model"); every value can
 be overridden from the environment or the command line.
 """
 
 import os
 
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
-# gthread, one worker per core, 4 threads each: on the 2-core bench machine 2x4 threads served
-# about 1.8 times the inquiries of 3 or 5 sync workers, with a lower p99 (docs/performance.md).
+# gthread, one worker per core, 4 threads each: measured against sync workers (docs/performance.md).
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
 workers = int(os.environ.get("GUNICORN_WORKERS", os.cpu_count() or 1))
 threads = int(os.environ.get("GUNICORN_THREADS", 4))
