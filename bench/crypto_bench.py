@@ -41,8 +41,8 @@ django.setup()
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: E402
 from django.conf import settings  # noqa: E402
 
-from core.keys import decode_key, parse_field_keys  # noqa: E402
 from core.crypto import decrypt, encrypt  # noqa: E402
+from core.keys import decode_key, parse_field_keys  # noqa: E402
 from core.tokens import subject_token, tokenize_subject  # noqa: E402
 
 TARGET = 0.8
