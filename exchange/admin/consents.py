@@ -9,13 +9,11 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from exchange.admin.console import (
-    DUE_SOON,
     ServiceOnlyAdmin,
     short,
 )
 from exchange.models import (
     Consent,
-    DisputeStatus,
     Inquiry,
 )
 
@@ -35,22 +33,6 @@ class ConsentStatusFilter(admin.SimpleListFilter):
             return queryset.filter(revoked_at__isnull=True, expires_at__lte=now)
         if self.value() == "revoked":
             return queryset.filter(revoked_at__isnull=False)
-        return queryset
-
-
-class DueFilter(admin.SimpleListFilter):
-    title = "due"
-    parameter_name = "due"
-
-    def lookups(self, request, model_admin):
-        return [("overdue", "Overdue"), ("soon", f"Due within {DUE_SOON.days} days")]
-
-    def queryset(self, request, queryset):
-        now = timezone.now()
-        if self.value() == "overdue":
-            return queryset.filter(status=DisputeStatus.OPEN, due_at__lte=now)
-        if self.value() == "soon":
-            return queryset.filter(status=DisputeStatus.OPEN, due_at__gt=now, due_at__lte=now + DUE_SOON)
         return queryset
 
 
