@@ -23,21 +23,13 @@ from audit.export import FORMATS, ExportError, export_events, manifest_path
 from audit.models import AuditEvent, Checkpoint, Outcome
 from audit.services import audit_write
 from audit.verify import chain_status, verify_chain
+from core.console import ReadOnlyMixin
 
 EXPORT_PERMISSION = "audit.export_auditevent"
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(ReadOnlyMixin, admin.ModelAdmin):
     """Nobody edits history from the console, superusers included."""
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 class ExportForm(forms.Form):

@@ -24,6 +24,7 @@ from django.urls import path, reverse
 from audit.actions import Action
 from audit.actors import staff_actor
 from audit.services import audit_denied, audit_write
+from core.console import ReadOnlyMixin
 from core.problems import ApiError
 from members.roles import REVEAL_PERMISSION
 
@@ -58,7 +59,7 @@ class Tool:
     label: str
 
 
-class ServiceOnlyAdmin(admin.ModelAdmin):
+class ServiceOnlyAdmin(ReadOnlyMixin, admin.ModelAdmin):
     """Lists and read-only pages; changes only through the views of each admin, which call services."""
 
     change_form_template = "admin/exchange/console_change_form.html"
@@ -66,15 +67,6 @@ class ServiceOnlyAdmin(admin.ModelAdmin):
     show_full_result_count = False  # no count(*) over the whole table on every page
     list_per_page = 50
     actions = None
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def get_queryset(self, request):
         queryset = super().get_queryset(request)

@@ -11,6 +11,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import path, reverse
 
 from audit.actors import staff_actor
+from core.console import ReadOnlyMixin
 from core.problems import ApiError
 from exchange import records, services
 from exchange.admin.console import (
@@ -60,7 +61,7 @@ class DisputedFilter(admin.SimpleListFilter):
 # --- records ---------------------------------------------------------------------------------
 
 
-class RecordVersionInline(admin.TabularInline):
+class RecordVersionInline(ReadOnlyMixin, admin.TabularInline):
     model = RecordVersion
     fk_name = "record"
     verbose_name_plural = "versions (history)"
@@ -73,15 +74,6 @@ class RecordVersionInline(admin.TabularInline):
 
     def get_queryset(self, request):
         return super().get_queryset(request).defer("name")
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     @admin.display(description="amount overdue")
     def amount_overdue_display(self, obj: RecordVersion) -> str:
