@@ -39,6 +39,7 @@ class Action(models.TextChoices):
     MEMBER_SET_STATUS = "member.set_status", "member status set"
     API_KEY_ISSUE = "api_key.issue", "API key issued"
     API_KEY_REVOKE = "api_key.revoke", "API key revoked"
+    MEMBER_SET_KEY_RECIPIENT = "member.set_key_recipient", "member key recipient set"
     # staff in the console
     STAFF_LOGIN_FAILED = "staff.login_failed", "staff login failed"
     STAFF_LOCKED_OUT = "staff.locked_out", "staff account locked out"

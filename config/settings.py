@@ -56,6 +56,9 @@ INSTALLED_APPS = [
     "exchange",
 ]
 
+# Messages live in the session (server side), not in a signed cookie a browser can read.
+MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
+
 MIDDLEWARE = [
     "core.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
