@@ -33,6 +33,9 @@ class Action(models.TextChoices):
     DISPUTE_LIST = "dispute.list", "disputes listed"
     DISPUTE_READ = "dispute.read", "dispute read"
     DISPUTE_RESOLVE = "dispute.resolve", "dispute resolved"
+    RECORD_SUBMIT_REPLAY = "record.submit.replay", "records submission replayed (Idempotency-Key)"
+    CONSENT_REGISTER_REPLAY = "consent.register.replay", "consent registration replayed (Idempotency-Key)"
+    INQUIRY_CREATE_REPLAY = "inquiry.create.replay", "inquiry replayed (Idempotency-Key)"
     # members and keys
     MEMBER_CREATE = "member.create", "member created"
     MEMBER_UPDATE = "member.update", "member updated"

@@ -343,7 +343,12 @@ class Dispute(models.Model):
 
 
 class IdempotencyKey(models.Model):
-    """A member's `Idempotency-Key`: the first response is replayed for a retry with the same body."""
+    """A member's `Idempotency-Key`: the first response is replayed for a retry with the same body.
+
+    The request's fingerprint is a keyed digest (core.tokens.keyed_digest), and the response is
+    stored encrypted with the field keys, bound to this table, column and row
+    (exchange/idempotency.py): it holds member references and subject data.
+    """
 
     id = models.BigAutoField(primary_key=True)
     member = models.ForeignKey(Member, on_delete=models.CASCADE, related_name="+")
@@ -351,7 +356,7 @@ class IdempotencyKey(models.Model):
     fingerprint = models.CharField(max_length=64)
     completed = models.BooleanField(default=False)
     response_status = models.PositiveSmallIntegerField(null=True, blank=True)
-    response_body = models.JSONField(null=True, blank=True)
+    response_sealed = models.BinaryField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     locked_until = models.DateTimeField()
 

@@ -122,7 +122,7 @@ class RecordListCreateView(MemberView):
         parameters=[IDEMPOTENCY_HEADER],
     )
     def post(self, request):
-        return idempotent(request, request.user, lambda: self._submit(request))
+        return idempotent(request, self.caller, lambda: self._submit(request), replay=Action.RECORD_SUBMIT_REPLAY)
 
     def _submit(self, request):
         data = request.data
