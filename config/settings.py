@@ -207,6 +207,10 @@ TASKS = {"default": {"BACKEND": env_str("EXCHANGE_TASKS_BACKEND", "django_tasks_
 # Uploaded files wait here until processed (then they are deleted: they hold raw identifiers).
 EXCHANGE_SUBMISSIONS_DIR = Path(env_str("EXCHANGE_SUBMISSIONS_DIR", str(BASE_DIR / "var" / "submissions")))
 EXCHANGE_BULK_CHUNK_ROWS = env_int("EXCHANGE_BULK_CHUNK_ROWS", 5000, minimum=1)
+# A file stops (failed, too_many_errors) at one rejected row more than this.
+EXCHANGE_MAX_ROW_ERRORS = env_int("EXCHANGE_MAX_ROW_ERRORS", 1000, minimum=0)
+# Bytes of one member's files waiting to be processed; past it an upload gets 429. 0: no limit.
+EXCHANGE_MAX_QUEUED_BYTES = env_int("EXCHANGE_MAX_QUEUED_BYTES", 4 * 1024**3, minimum=0)
 # A worker's claim on a submission; renewed with every chunk, taken over once it lapses.
 EXCHANGE_SUBMISSION_LEASE_SECONDS = env_int("EXCHANGE_SUBMISSION_LEASE_SECONDS", 300, minimum=1)
 # --- end of bulk submissions block ------------------------------------------------------------

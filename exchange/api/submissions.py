@@ -19,7 +19,7 @@ from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 
 from audit.actions import Action
-from core.problems import ApiError, Malformed, NotFound, PayloadTooLarge
+from core.problems import ApiError, Malformed, NotFound, PayloadTooLarge, problem_response
 from exchange import services
 from exchange.api.base import MemberView
 from exchange.bulk import upload
@@ -55,6 +55,7 @@ class NdjsonRenderer(BaseRenderer):
 class SubmissionOutput(serializers.ModelSerializer):
     processed = serializers.IntegerField(read_only=True)
     error = serializers.SerializerMethodField()
+    error_code = serializers.SerializerMethodField()
 
     class Meta:
         model = Submission
@@ -63,12 +64,12 @@ class SubmissionOutput(serializers.ModelSerializer):
             "status",
             "format",
             "size",
-            "sha256",
             "total",
             "accepted",
             "rejected",
             "processed",
             "error",
+            "error_code",
             "created_at",
             "started_at",
             "finished_at",
@@ -76,6 +77,12 @@ class SubmissionOutput(serializers.ModelSerializer):
 
     def get_error(self, submission: Submission) -> str | None:
         return submission.error if submission.status == SubmissionStatus.FAILED else None
+
+    def get_error_code(self, submission: Submission) -> str | None:
+        """`too_many_errors`, `member_suspended`, `malformed_request` or `processing_failed`."""
+        if submission.status != SubmissionStatus.FAILED:
+            return None
+        return submission.error_code or "processing_failed"
 
 
 SubmissionCreated = inline_serializer(
@@ -162,14 +169,29 @@ class SubmissionListCreateView(MemberView):
         fmt = _media_format(request)
         limit = settings.EXCHANGE_MAX_UPLOAD_BYTES
         try:
-            stored = upload.upload_store(_body_reader(request), fmt=fmt, limit=limit)
-        except upload.UploadTooLarge:
-            _deny(caller, Action.SUBMISSION_CREATE, "payload_too_large", limit=limit)
-            raise PayloadTooLarge(f"The file is larger than {limit} bytes; split it into smaller files.") from None
-        except upload.FileRejected as exc:
-            _deny(caller, Action.SUBMISSION_CREATE, "malformed_request")
-            raise Malformed(exc.message) from None
-        submission, created = upload.submission_create(member=caller.member, actor=caller.actor, fmt=fmt, stored=stored)
+            # Refused before the body is read when its announced size alone is too much (the
+            # queue is checked once the file is known: resending a queued file is no more bytes).
+            upload.queue_check(None, int(request.META.get("CONTENT_LENGTH") or 0))
+            try:
+                stored = upload.upload_store(_body_reader(request), fmt=fmt, limit=limit)
+            except upload.UploadTooLarge:
+                _deny(caller, Action.SUBMISSION_CREATE, "payload_too_large", limit=limit)
+                raise PayloadTooLarge(f"The file is larger than {limit} bytes; split it into smaller files.") from None
+            except upload.FileRejected as exc:
+                _deny(caller, Action.SUBMISSION_CREATE, "malformed_request")
+                raise Malformed(exc.message) from None
+            submission, created = upload.submission_create(
+                member=caller.member, actor=caller.actor, fmt=fmt, stored=stored
+            )
+        except upload.QueueFull as exc:
+            _deny(caller, Action.SUBMISSION_CREATE, "quota_exceeded", queued=exc.queued, limit=exc.limit)
+            return problem_response(
+                429,
+                "quota_exceeded",
+                f"Your files waiting to be processed would exceed {exc.limit} bytes; "
+                "retry once earlier ones are processed.",
+                **{"Retry-After": "60"},
+            )
         return Response(
             {"id": str(submission.pk), "status": submission.status, "duplicate": not created},
             status=status.HTTP_202_ACCEPTED,
