@@ -33,12 +33,16 @@ class Action(models.TextChoices):
     DISPUTE_LIST = "dispute.list", "disputes listed"
     DISPUTE_READ = "dispute.read", "dispute read"
     DISPUTE_RESOLVE = "dispute.resolve", "dispute resolved"
+    RECORD_SUBMIT_REPLAY = "record.submit.replay", "records submission replayed (Idempotency-Key)"
+    CONSENT_REGISTER_REPLAY = "consent.register.replay", "consent registration replayed (Idempotency-Key)"
+    INQUIRY_CREATE_REPLAY = "inquiry.create.replay", "inquiry replayed (Idempotency-Key)"
     # members and keys
     MEMBER_CREATE = "member.create", "member created"
     MEMBER_UPDATE = "member.update", "member updated"
     MEMBER_SET_STATUS = "member.set_status", "member status set"
     API_KEY_ISSUE = "api_key.issue", "API key issued"
     API_KEY_REVOKE = "api_key.revoke", "API key revoked"
+    MEMBER_SET_KEY_RECIPIENT = "member.set_key_recipient", "member key recipient set"
     # staff in the console
     STAFF_LOGIN_FAILED = "staff.login_failed", "staff login failed"
     STAFF_LOCKED_OUT = "staff.locked_out", "staff account locked out"

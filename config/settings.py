@@ -50,15 +50,20 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "csp",
     "core",
     "members",
     "audit",
     "exchange",
 ]
 
+# Messages live in the session (server side), not in a signed cookie a browser can read.
+MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
+
 MIDDLEWARE = [
     "core.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "core.middleware.ContentSecurityPolicyMiddleware",
     "core.middleware.DatabaseUnavailableMiddleware",
     "core.middleware.ApiBodyLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -147,6 +152,25 @@ SECURE_HSTS_PRELOAD = not DEBUG
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+# Content-Security-Policy (django-csp) of the pages: the console and the interactive API docs.
+# Scripts only from this origin (no inline script anywhere: Swagger UI's set-up script is served
+# as a file); inline styles are allowed, as the console's templates and Swagger UI use them.
+# The API's own answers get a policy that allows nothing (core.middleware.API_POLICY).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
+EXCHANGE_CSP_PAGES = ("/api/v1/docs",)  # API paths that are pages, under the pages' policy
 DATA_UPLOAD_MAX_MEMORY_SIZE = EXCHANGE_MAX_JSON_BODY
 
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
@@ -211,6 +235,10 @@ TASKS = {"default": {"BACKEND": env_str("EXCHANGE_TASKS_BACKEND", "django_tasks_
 # Uploaded files wait here until processed (then they are deleted: they hold raw identifiers).
 EXCHANGE_SUBMISSIONS_DIR = Path(env_str("EXCHANGE_SUBMISSIONS_DIR", str(BASE_DIR / "var" / "submissions")))
 EXCHANGE_BULK_CHUNK_ROWS = env_int("EXCHANGE_BULK_CHUNK_ROWS", 5000, minimum=1)
+# A file stops (failed, too_many_errors) at one rejected row more than this.
+EXCHANGE_MAX_ROW_ERRORS = env_int("EXCHANGE_MAX_ROW_ERRORS", 1000, minimum=0)
+# Bytes of one member's files waiting to be processed; past it an upload gets 429. 0: no limit.
+EXCHANGE_MAX_QUEUED_BYTES = env_int("EXCHANGE_MAX_QUEUED_BYTES", 4 * 1024**3, minimum=0)
 # A worker's claim on a submission; renewed with every chunk, taken over once it lapses.
 EXCHANGE_SUBMISSION_LEASE_SECONDS = env_int("EXCHANGE_SUBMISSION_LEASE_SECONDS", 300, minimum=1)
 # --- end of bulk submissions block ------------------------------------------------------------

@@ -6,6 +6,8 @@ import logging
 import re
 import uuid
 
+from csp.middleware import CSPMiddleware
+from csp.utils import default_config
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.db import InterfaceError, OperationalError
@@ -34,6 +36,27 @@ class RequestIdMiddleware:
             reset_request_id(token)
         response["X-Request-ID"] = request_id
         return response
+
+
+# An API answer is JSON (or JSON Lines), never a page: nothing in it may load, run or be framed.
+API_POLICY = {
+    "default-src": ["'none'"],
+    "frame-ancestors": ["'none'"],
+    "base-uri": ["'none'"],
+    "form-action": ["'none'"],
+}
+
+
+class ContentSecurityPolicyMiddleware(CSPMiddleware):
+    """django-csp with two policies: CONTENT_SECURITY_POLICY (settings) for the pages (the console,
+    the interactive API docs), and API_POLICY, which allows nothing, for the API's answers."""
+
+    def get_policy_parts(self, request, response, report_only=False):
+        parts = super().get_policy_parts(request, response, report_only)
+        path = request.path
+        if parts.config is None and path.startswith("/api/") and not path.startswith(settings.EXCHANGE_CSP_PAGES):
+            parts.config = default_config(API_POLICY)
+        return parts
 
 
 class ApiBodyLimitMiddleware:

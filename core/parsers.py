@@ -16,8 +16,11 @@ MAX_DEPTH = 32
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
-class _Malformed(ValueError):
-    pass
+class MalformedJSON(ValueError):
+    """The text is not strict JSON; the message says why without quoting it."""
+
+
+_Malformed = MalformedJSON
 
 
 def _no_duplicates(pairs: list[tuple[str, object]]) -> dict:
@@ -77,6 +80,11 @@ def loads_strict(raw: bytes) -> object:
         text = codecs.decode(raw, "utf-8")
     except UnicodeDecodeError:
         raise _Malformed("the body is not valid UTF-8") from None
+    return loads_strict_text(text)
+
+
+def loads_strict_text(text: str) -> object:
+    """The one strict JSON reading, for API bodies and each line of a JSON Lines file alike."""
     if _depth(text) > MAX_DEPTH:
         raise _Malformed(f"the body nests deeper than {MAX_DEPTH} levels")
     try:

@@ -95,3 +95,11 @@ def blind_index(purpose: str, scope: str, value: str) -> str:
     if not purpose:
         raise ValueError("blind_index needs a purpose")
     return _hexdigest(_blind_hmacs.get(purpose) or _blind_template(purpose), _encode(_BLIND_TAG, scope, value))
+
+
+def keyed_digest(purpose: str, scope: str, sha256_hex: str) -> str:
+    """A keyed digest of content already hashed with SHA-256 (a file, a request body), scoped, e.g.
+    to a member: HMAC-SHA256 under the key derived for `purpose`. Unlike the SHA-256 itself, it
+    cannot be checked against guessed content (a resident ID in a known file template) without
+    the key. Built on the SHA-256 so that content is read once, in blocks."""
+    return blind_index(purpose, scope, sha256_hex)

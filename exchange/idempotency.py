@@ -14,26 +14,45 @@ from django.utils import timezone
 from rest_framework.response import Response
 from rest_framework.utils.encoders import JSONEncoder
 
+from audit.services import audit_write
+from core.crypto import decrypt, encrypt, field_aad
 from core.problems import ApiError, Malformed
+from core.tokens import keyed_digest
 from exchange.models import IdempotencyKey
+from exchange.services import Caller
 from members.models import Member
 
 RETENTION = timedelta(hours=48)  # the contract promises at least 24 hours
 LOCK_TIMEOUT = timedelta(minutes=5)  # a first request that died is taken over after this
 
 
-def _replayed(stored) -> object:
-    return json.loads(stored) if isinstance(stored, str) else stored
+FINGERPRINT_PURPOSE = "idempotency-fingerprint"
 
 
-def fingerprint(request) -> str:
+def response_aad(pk: int) -> bytes:
+    """Binds a stored response to its table, column and row, like an EncryptedTextField."""
+    return field_aad(IdempotencyKey, IdempotencyKey._meta.get_field("response_sealed"), pk)
+
+
+def response_seal(pk: int, data: object) -> bytes:
+    # Kept as JSON text: PostgreSQL's jsonb would reorder the keys of the replay.
+    return encrypt(json.dumps(data, cls=JSONEncoder), aad=response_aad(pk))
+
+
+def response_open(pk: int, sealed) -> object:
+    return json.loads(decrypt(bytes(sealed), aad=response_aad(pk)))
+
+
+def fingerprint(request, member: Member) -> str:
+    """A keyed digest of method, path and body: the body holds identifiers, so its plain SHA-256
+    would let anyone with the table test guesses (as a raw file hash did, issue #18)."""
     digest = hashlib.sha256()
     digest.update(request.method.encode())
     digest.update(b"\0")
     digest.update(request.path.encode())
     digest.update(b"\0")
     digest.update(request.body)
-    return digest.hexdigest()
+    return keyed_digest(FINGERPRINT_PURPOSE, str(member.pk), digest.hexdigest())
 
 
 def _lock_id(member: Member, key: str) -> int:
@@ -99,7 +118,7 @@ def _claim(member: Member, key: str, print_: str, *, owner_alive: bool | None) -
                     "This Idempotency-Key was used with a different request body; use a new key.",
                 )
             if earlier.completed:
-                response = Response(_replayed(earlier.response_body), status=earlier.response_status)
+                response = Response(response_open(earlier.pk, earlier.response_sealed), status=earlier.response_status)
                 response["Idempotent-Replayed"] = "true"
                 return response
             # owner_alive is False when we hold the request lock ourselves: the claim's request died.
@@ -111,21 +130,42 @@ def _claim(member: Member, key: str, print_: str, *, owner_alive: bool | None) -
     raise _in_progress()
 
 
-def idempotent(request, member: Member, handler: Callable[[], Response]) -> Response:
+def idempotent(request, caller: Caller, handler: Callable[[], Response], *, replay: str) -> Response:
     """Run `handler` at most once per (member, Idempotency-Key, body).
 
     The handler's change and the stored response commit in one transaction, so a crash leaves
-    either both or neither. A refusal (4xx) is not remembered: the key may be retried.
+    either both or neither. A refusal (4xx) is not remembered: the key may be retried. A replay
+    is audited as `replay` (`<action>.replay`).
     """
     key = request.headers.get("Idempotency-Key")
     if key is None:
         return handler()
     if not (1 <= len(key) <= 255) or not key.isprintable():
         raise Malformed("Idempotency-Key must be 1 to 255 printable characters.")
+    member = caller.member
     with _running(member, key) as held:
         if held is False:
             raise _in_progress()
-        return _run_claimed(member, key, fingerprint(request), handler, owner_alive=None if held is None else False)
+        response = _run_claimed(
+            member, key, fingerprint(request, member), handler, owner_alive=None if held is None else False
+        )
+    if response.get("Idempotent-Replayed") == "true":
+        _audit_replay(caller, replay, response)
+    return response
+
+
+def _audit_replay(caller: Caller, action: str, response: Response) -> None:
+    data = response.data
+    object_id = data.get("id", "") if isinstance(data, dict) else ""
+    with transaction.atomic():
+        audit_write(
+            action=action,
+            actor=caller.actor,
+            member_code=caller.member.code,
+            object_type=action.split(".", 1)[0] if object_id else "",
+            object_id=object_id,
+            details={"status": response.status_code},
+        )
 
 
 def _run_claimed(
@@ -147,8 +187,7 @@ def _run_claimed(
                     IdempotencyKey.objects.filter(pk=claim.pk).update(
                         completed=True,
                         response_status=response.status_code,
-                        # Kept as JSON text: PostgreSQL's jsonb would reorder the keys of the replay.
-                        response_body=json.dumps(response.data, cls=JSONEncoder),
+                        response_sealed=response_seal(claim.pk, response.data),
                     )
                 else:
                     IdempotencyKey.objects.filter(pk=claim.pk).delete()

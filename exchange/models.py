@@ -343,7 +343,12 @@ class Dispute(models.Model):
 
 
 class IdempotencyKey(models.Model):
-    """A member's `Idempotency-Key`: the first response is replayed for a retry with the same body."""
+    """A member's `Idempotency-Key`: the first response is replayed for a retry with the same body.
+
+    The request's fingerprint is a keyed digest (core.tokens.keyed_digest), and the response is
+    stored encrypted with the field keys, bound to this table, column and row
+    (exchange/idempotency.py): it holds member references and subject data.
+    """
 
     id = models.BigAutoField(primary_key=True)
     member = models.ForeignKey(Member, on_delete=models.CASCADE, related_name="+")
@@ -351,7 +356,7 @@ class IdempotencyKey(models.Model):
     fingerprint = models.CharField(max_length=64)
     completed = models.BooleanField(default=False)
     response_status = models.PositiveSmallIntegerField(null=True, blank=True)
-    response_body = models.JSONField(null=True, blank=True)
+    response_sealed = models.BinaryField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     locked_until = models.DateTimeField()
 
@@ -373,6 +378,15 @@ class SubmissionStatus(models.TextChoices):
     FAILED = "failed"
 
 
+class SubmissionErrorCode(models.TextChoices):
+    """Why a bulk file failed as a whole (`error_code`); `error` says it in words."""
+
+    MALFORMED_REQUEST = "malformed_request", "the file is not readable CSV or JSON Lines"
+    TOO_MANY_ERRORS = "too_many_errors", "more rejected rows than EXCHANGE_MAX_ROW_ERRORS"
+    MEMBER_SUSPENDED = "member_suspended", "the member was suspended before the file was processed"
+    PROCESSING_FAILED = "processing_failed", "processing failed repeatedly"
+
+
 class SubmissionFormat(models.TextChoices):
     CSV = "csv"
     JSONL = "jsonl"
@@ -390,7 +404,10 @@ class Submission(models.Model):
     member = models.ForeignKey(Member, on_delete=models.PROTECT, related_name="submissions")
     actor = models.CharField(max_length=120, help_text="audit actor of the upload")
     format = models.CharField(max_length=8, choices=SubmissionFormat.choices)
-    sha256 = models.CharField(max_length=64)
+    # HMAC-SHA256, under a key derived for this purpose and scoped to the member, of the file's
+    # SHA-256 (core.tokens.keyed_digest): finds a resubmitted file, and unlike a plain hash cannot
+    # be checked against guessed files (a known template with a resident ID, issue #18).
+    file_digest = models.CharField(max_length=64)
     size = models.BigIntegerField(help_text="bytes")
     # Relative to EXCHANGE_SUBMISSIONS_DIR for uploads (deleted once processed: it holds raw
     # identifiers); absolute for `import_records`, whose file is the operator's and is kept.
@@ -403,6 +420,7 @@ class Submission(models.Model):
     next_offset = models.BigIntegerField(default=0, help_text="byte offset of the next unprocessed row")
     next_line = models.BigIntegerField(default=0, help_text="physical lines consumed so far")
     error = models.CharField(max_length=300, blank=True, help_text="why the file failed; never personal data")
+    error_code = models.CharField(max_length=32, blank=True, choices=SubmissionErrorCode.choices)
     lease_owner = models.CharField(max_length=120, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0, help_text="claims by a worker; capped against a crash loop")
@@ -412,7 +430,7 @@ class Submission(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["member", "sha256"], name="submission_file_unique"),
+            models.UniqueConstraint(fields=["member", "file_digest"], name="submission_file_unique"),
             models.CheckConstraint(condition=Q(status__in=SubmissionStatus.values), name="submission_status_valid"),
             models.CheckConstraint(condition=Q(format__in=SubmissionFormat.values), name="submission_format_valid"),
             models.CheckConstraint(

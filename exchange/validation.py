@@ -24,6 +24,9 @@ RECORD_FIELDS = (frozenset(RecordData.DATA_FIELDS) - {"subject_token", "id_type"
 SUBJECT_FIELDS = frozenset({"id_type", "id_number", "name", "country"})
 REQUIRED_DATES = ("opened_on", "delinquent_since", "as_of", "notice_sent_on")
 MAX_CENTS = 10**18 - 1  # fits a signed 64-bit integer with room to sum
+MAX_DAYS_PAST_DUE = 100_000
+EARLIEST_DATE = date(1900, 1, 1)  # no credit record is older; year 0001 is a typo or a probe
+_COUNT_RE = re.compile(r"^[0-9]{1,12}$")  # ASCII digits only: str.isdigit() also takes "²" and "٣"
 _MONEY_RE = re.compile(r"^(\d{1,16})(?:\.(\d{1,2}))?$")
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
@@ -107,6 +110,8 @@ def parse_date(value: Any) -> date:
         parsed = date.fromisoformat(value)
     except ValueError:
         raise ValueError("is not a real date") from None
+    if parsed < EARLIEST_DATE:
+        raise ValueError("must not be before 1900-01-01")
     if type(value) is str:
         if len(_DATE_CACHE) >= _DATE_CACHE_SIZE:
             _DATE_CACHE.clear()
@@ -302,13 +307,20 @@ def _currency(value: Any) -> str:
 
 
 def _non_negative_int(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, str) and value.isdigit() and len(value) <= 6:
-            return int(value)
+    """A count as a JSON number or as a string of digits (a CSV cell is always a string): the
+    same bounds either way, so the JSON API and bulk files accept exactly the same values."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("-") and _COUNT_RE.match(text[1:]):
+            raise ValueError("must be 0 or more")
+        if not _COUNT_RE.match(text):
+            raise ValueError("must be a whole number, 0 or more")
+        value = int(text)
+    elif isinstance(value, bool) or not isinstance(value, int):
         raise ValueError("must be a whole number, 0 or more")
     if value < 0:
         raise ValueError("must be 0 or more")
-    if value > 100_000:
+    if value > MAX_DAYS_PAST_DUE:
         raise ValueError("is implausibly large")
     return value
 

@@ -3,17 +3,20 @@ is audited like the same change made from the command line."""
 
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.models import Group, User
 from django.core.exceptions import ValidationError
 from django.db.models import OuterRef, QuerySet, Subquery
+from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
 
 from audit.actors import staff_actor
+from members.custody import recipient_clean
 from members.models import ApiKey, Member, MemberStatus, Scope
 from members.services import api_key_issue, api_key_revoke, member_create, member_set_status, member_update
 
@@ -34,8 +37,33 @@ def when(moment) -> str:
     return date_format(timezone.localtime(moment), "DATETIME_FORMAT") if moment else "never"
 
 
+class MemberForm(forms.ModelForm):
+    def clean_key_recipient(self) -> str:
+        value = self.cleaned_data.get("key_recipient", "")
+        return recipient_clean(value) if value.strip() else ""
+
+
+def issued_keys_response(request, model_admin, issued: list[tuple[Member, str, str]], refused: list[Member]):
+    """The page showing newly issued keys, each only as age ciphertext for its member's recipient
+    (never a plaintext key, and never through the messages framework)."""
+    response = TemplateResponse(
+        request,
+        "admin/members/member/issued_keys.html",
+        {
+            **model_admin.admin_site.each_context(request),
+            "opts": model_admin.model._meta,
+            "title": "API keys issued",
+            "issued": issued,
+            "refused": refused,
+        },
+    )
+    response["Cache-Control"] = "no-store"
+    return response
+
+
 @admin.register(Member)
 class MemberAdmin(admin.ModelAdmin):
+    form = MemberForm
     list_display = ("code", "name", "kind", "status", "last_key_use", "created_at")
     list_filter = ("status", "kind")
     search_fields = ("code", "name")
@@ -82,8 +110,10 @@ class MemberAdmin(admin.ModelAdmin):
         )
 
     def get_readonly_fields(self, request, obj=None):
-        # The code is the member's stable identity: fixed once created.
-        return (*self.readonly_fields, "code") if obj else self.readonly_fields
+        # The code is the member's stable identity: fixed once created. The key recipient too:
+        # staff who could change it could have the member's next key sealed to themselves
+        # (it changes only through `set_key_recipient`, audited).
+        return (*self.readonly_fields, "code", "key_recipient") if obj else self.readonly_fields
 
     def has_delete_permission(self, request, obj=None):
         return False  # members are suspended, never deleted: their records and audit trail stay
@@ -95,27 +125,58 @@ class MemberAdmin(admin.ModelAdmin):
             except ValidationError as exc:
                 self.message_user(request, "; ".join(exc.messages), messages.ERROR)
             return
+        # Without a recipient the member is created without a key: the console never shows one in
+        # plaintext (register its recipient with `set_key_recipient`, then issue a key here).
         try:
-            member, _key, full = member_create(
-                code=obj.code, name=obj.name, kind=obj.kind, actor=staff_actor(request.user.get_username())
+            member, key, sealed = member_create(
+                code=obj.code,
+                name=obj.name,
+                kind=obj.kind,
+                key_recipient=obj.key_recipient,
+                issue_key=bool(obj.key_recipient),
+                actor=staff_actor(request.user.get_username()),
             )
         except ValidationError as exc:
             self.message_user(request, "; ".join(exc.messages), messages.ERROR)
             return
         obj.pk = member.pk
-        self.message_user(
-            request,
-            f"Member {member.code} created. Its API key, shown only now: {full}",
-            messages.WARNING,
-        )
+        request.issued_keys = [(member, key.prefix, sealed)] if key is not None else []
 
-    @admin.action(description="Issue a new API key (both scopes) and show it once", permissions=["change"])
+    def response_add(self, request, obj, post_url_continue=None):
+        issued = getattr(request, "issued_keys", None)
+        if issued:
+            return issued_keys_response(request, self, issued, [])
+        if issued is not None:
+            self.message_user(
+                request,
+                f"Member {obj.code} created without an API key: it has no key recipient. Register its age "
+                "recipient with `manage.py set_key_recipient`, then issue a key here.",
+                messages.WARNING,
+            )
+        return super().response_add(request, obj, post_url_continue)
+
+    @admin.action(
+        description="Issue a new API key (both scopes), encrypted to the member's recipient", permissions=["change"]
+    )
     def issue_key(self, request, queryset):
+        issued, refused = [], []
         for member in queryset:
-            _key, full = api_key_issue(
+            if not member.key_recipient:
+                refused.append(member)  # the plaintext would be on this screen: never
+                continue
+            key, sealed = api_key_issue(
                 member=member, scopes=[Scope.SUBMIT, Scope.QUERY], actor=staff_actor(request.user.get_username())
             )
-            self.message_user(request, f"New key for {member.code}, shown only now: {full}", messages.WARNING)
+            issued.append((member, key.prefix, sealed))
+        if not issued:
+            self.message_user(
+                request,
+                "No key issued: the console issues keys only to members with a key recipient "
+                f"({', '.join(m.code for m in refused)} have none; see `manage.py set_key_recipient`).",
+                messages.ERROR,
+            )
+            return None
+        return issued_keys_response(request, self, issued, refused)
 
     @admin.action(description="Suspend the selected members", permissions=["change"])
     def suspend(self, request, queryset):

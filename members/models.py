@@ -40,6 +40,9 @@ class Member(models.Model):
     name = models.CharField(max_length=200)
     kind = models.CharField(max_length=20, choices=MemberKind.choices, default=MemberKind.OTHER)
     status = models.CharField(max_length=10, choices=MemberStatus.choices, default=MemberStatus.ACTIVE)
+    # The member's age public key: when set, its API keys are delivered only encrypted to it
+    # (members/custody.py). Set by `set_key_recipient` or at creation, never edited in the console.
+    key_recipient = models.CharField(max_length=100, blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from audit.actions import Action
 from audit.services import audit_write
+from members.custody import key_seal, recipient_clean
 from members.keys import new_key
 from members.models import ApiKey, Member, MemberKind, MemberStatus, Scope
 
@@ -25,7 +26,9 @@ def _clean_scopes(scopes: list[str]) -> str:
 def api_key_issue(
     *, member: Member, scopes: list[str], expires_days: int | None = None, actor: str
 ) -> tuple[ApiKey, str]:
-    """Issue a key; returns the stored key and the full secret, which is shown once only."""
+    """Issue a key; returns the stored key and the secret as delivered, which is shown once only:
+    for a member with a key recipient, the key ASCII-armoured and age-encrypted to it (the
+    plaintext never leaves this function); for one without, the plaintext key."""
     if expires_days is not None and expires_days < 1:
         raise ValidationError("expires_days must be at least 1")
     full, prefix, digest = new_key()
@@ -46,19 +49,32 @@ def api_key_issue(
             "prefix": prefix,
             "scopes": key.scopes,
             "expires_at": key.expires_at.isoformat() if key.expires_at else None,
+            "sealed": bool(member.key_recipient),
         },
     )
+    if member.key_recipient:
+        return key, key_seal(full, member.key_recipient)
     return key, full
 
 
 @transaction.atomic
-def member_create(*, code: str, name: str, kind: str = MemberKind.OTHER, actor: str) -> tuple[Member, ApiKey, str]:
-    """A new member with one key of both scopes."""
+def member_create(
+    *,
+    code: str,
+    name: str,
+    kind: str = MemberKind.OTHER,
+    key_recipient: str = "",
+    issue_key: bool = True,
+    actor: str,
+) -> tuple[Member, ApiKey | None, str | None]:
+    """A new member with one key of both scopes (unless `issue_key` is False), delivered as
+    `api_key_issue` delivers it: age-encrypted when `key_recipient` is given."""
     if kind not in MemberKind.values:
         raise ValidationError(f"kind must be one of {', '.join(MemberKind.values)}")
     if not name.strip():
         raise ValidationError("name must not be empty")
-    member = Member(code=code, name=name.strip(), kind=kind)
+    recipient = recipient_clean(key_recipient) if key_recipient else ""
+    member = Member(code=code, name=name.strip(), kind=kind, key_recipient=recipient)
     member.full_clean()
     member.save()
     audit_write(
@@ -67,10 +83,31 @@ def member_create(*, code: str, name: str, kind: str = MemberKind.OTHER, actor: 
         member_code=member.code,
         object_type="member",
         object_id=member.id,
-        details={"kind": kind},
+        details={"kind": kind, "key_recipient": recipient or None},
     )
-    key, full = api_key_issue(member=member, scopes=[Scope.SUBMIT, Scope.QUERY], actor=actor)
-    return member, key, full
+    if not issue_key:
+        return member, None, None
+    key, secret = api_key_issue(member=member, scopes=[Scope.SUBMIT, Scope.QUERY], actor=actor)
+    return member, key, secret
+
+
+@transaction.atomic
+def member_set_key_recipient(*, member: Member, recipient: str, actor: str) -> Member:
+    """Register the member's age recipient: from now on its keys are delivered only encrypted to it."""
+    cleaned = recipient_clean(recipient)
+    member = Member.objects.select_for_update().get(pk=member.pk)
+    previous = member.key_recipient
+    member.key_recipient = cleaned
+    member.save(update_fields=["key_recipient", "updated_at"])
+    audit_write(
+        action=Action.MEMBER_SET_KEY_RECIPIENT,
+        actor=actor,
+        member_code=member.code,
+        object_type="member",
+        object_id=member.id,
+        details={"from": previous or None, "to": cleaned},
+    )
+    return member
 
 
 @transaction.atomic

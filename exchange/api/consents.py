@@ -102,7 +102,7 @@ class ConsentListCreateView(MemberView):
         parameters=[IDEMPOTENCY_HEADER],
     )
     def post(self, request):
-        return idempotent(request, request.user, lambda: self._register(request))
+        return idempotent(request, self.caller, lambda: self._register(request), replay=Action.CONSENT_REGISTER_REPLAY)
 
     def _register(self, request):
         data = self.validated(ConsentInput)

@@ -148,7 +148,7 @@ class InquiryListCreateView(MemberView):
         parameters=[IDEMPOTENCY_HEADER],
     )
     def post(self, request):
-        return idempotent(request, request.user, lambda: self._inquire(request))
+        return idempotent(request, self.caller, lambda: self._inquire(request), replay=Action.INQUIRY_CREATE_REPLAY)
 
     def _inquire(self, request):
         data = self.validated(InquiryInput)

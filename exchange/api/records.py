@@ -27,7 +27,7 @@ from exchange.api.base import (
 )
 from exchange.idempotency import idempotent
 from exchange.models import Product, Record, RecordStatus
-from exchange.validation import format_money, parse_date, parse_datetime
+from exchange.validation import MAX_DAYS_PAST_DUE, format_money, parse_date, parse_datetime
 from members.models import Scope
 
 # --- shapes ----------------------------------------------------------------------------------
@@ -52,15 +52,16 @@ class MoneyInput(serializers.JSONField):
 @extend_schema_field(
     {
         "anyOf": [
-            {"type": "integer", "minimum": 0, "maximum": 100_000},
-            {"type": "string", "pattern": "^[0-9]{1,6}$"},
+            {"type": "integer", "minimum": 0, "maximum": MAX_DAYS_PAST_DUE},
+            # The same bound as a string of at most 12 ASCII digits (exchange.validation).
+            {"type": "string", "pattern": "^0{0,6}([0-9]{1,5}|100000)$"},
         ],
         "description": "whole days, 0 or more",
         "example": 45,
     }
 )
 class DaysInput(serializers.JSONField):
-    """Schema only: exchange.validation._non_negative_int is the rule."""
+    """Schema only: exchange.validation._non_negative_int is the rule (a test holds the two equal)."""
 
 
 @extend_schema_field(
@@ -260,7 +261,7 @@ class RecordListCreateView(MemberView):
         parameters=[IDEMPOTENCY_HEADER],
     )
     def post(self, request):
-        return idempotent(request, request.user, lambda: self._submit(request))
+        return idempotent(request, self.caller, lambda: self._submit(request), replay=Action.RECORD_SUBMIT_REPLAY)
 
     def _submit(self, request):
         data = request.data

@@ -25,7 +25,7 @@ from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 
 from audit.actions import Action
-from core.problems import ApiError, Malformed, NotFound, PayloadTooLarge
+from core.problems import ApiError, Malformed, NotFound, PayloadTooLarge, problem_response
 from exchange import services
 from exchange.api.base import MemberView, field_error
 from exchange.bulk import upload as bulk
@@ -60,24 +60,30 @@ class NdjsonRenderer(BaseRenderer):
 
 class SubmissionOutput(serializers.Serializer):
     """A bulk file: its progress and counts. `processed` = rows read so far; `error` says why a
-    `failed` file stopped (null otherwise)."""
+    `failed` file stopped and `error_code` names it (null otherwise)."""
 
     id = serializers.UUIDField()
     status = serializers.ChoiceField(choices=SubmissionStatus.choices)
     format = serializers.ChoiceField(choices=SubmissionFormat.choices)
     size = serializers.IntegerField(min_value=0, help_text="bytes")
-    sha256 = serializers.RegexField("^[0-9a-f]{64}$", help_text="hex SHA-256 of the file")
     total = serializers.IntegerField(min_value=0, help_text="data rows: an upper-bound estimate until completed")
     accepted = serializers.IntegerField(min_value=0)
     rejected = serializers.IntegerField(min_value=0)
     processed = serializers.IntegerField(min_value=0)
     error = serializers.SerializerMethodField()
+    error_code = serializers.SerializerMethodField()
     created_at = serializers.DateTimeField()
     started_at = serializers.DateTimeField(allow_null=True)
     finished_at = serializers.DateTimeField(allow_null=True)
 
     def get_error(self, submission: Submission) -> str | None:
         return submission.error if submission.status == SubmissionStatus.FAILED else None
+
+    def get_error_code(self, submission: Submission) -> str | None:
+        """`too_many_errors`, `member_suspended`, `malformed_request` or `processing_failed`."""
+        if submission.status != SubmissionStatus.FAILED:
+            return None
+        return submission.error_code or "processing_failed"
 
 
 class SubmissionCreated(serializers.Serializer):
@@ -263,24 +269,41 @@ class SubmissionListCreateView(MemberView):
     def post(self, request):
         caller = self.caller
         limit = settings.EXCHANGE_MAX_UPLOAD_BYTES
-        if (request.content_type or "").partition(";")[0].strip().lower() == "multipart/form-data":
-            upload = _multipart_file(request)
-            fmt, read = _part_format(upload), upload.read
-        else:
-            upload, fmt = None, _media_format(request)
-            read = _body_reader(request)
+        multipart = (request.content_type or "").partition(";")[0].strip().lower() == "multipart/form-data"
+        fmt = None if multipart else _media_format(request)
+        part = None
         try:
-            stored = bulk.upload_store(read, fmt=fmt, limit=limit)
-        except bulk.UploadTooLarge:
-            _deny(caller, Action.SUBMISSION_CREATE, "payload_too_large", limit=limit)
-            raise PayloadTooLarge(f"The file is larger than {limit} bytes; split it into smaller files.") from None
-        except bulk.FileRejected as exc:
-            _deny(caller, Action.SUBMISSION_CREATE, "malformed_request")
-            raise Malformed(exc.message) from None
-        finally:
-            if upload is not None:
-                upload.close()  # a temporary file holding raw identifiers goes at once
-        submission, created = bulk.submission_create(member=caller.member, actor=caller.actor, fmt=fmt, stored=stored)
+            # Refused before the body is read when its announced size alone is too much (the
+            # queue is checked once the file is known: resending a queued file is no more bytes).
+            bulk.queue_check(None, int(request.META.get("CONTENT_LENGTH") or 0))
+            if multipart:
+                part = _multipart_file(request)
+                fmt, read = _part_format(part), part.read
+            else:
+                read = _body_reader(request)
+            try:
+                stored = bulk.upload_store(read, fmt=fmt, limit=limit)
+            except bulk.UploadTooLarge:
+                _deny(caller, Action.SUBMISSION_CREATE, "payload_too_large", limit=limit)
+                raise PayloadTooLarge(f"The file is larger than {limit} bytes; split it into smaller files.") from None
+            except bulk.FileRejected as exc:
+                _deny(caller, Action.SUBMISSION_CREATE, "malformed_request")
+                raise Malformed(exc.message) from None
+            finally:
+                if part is not None:
+                    part.close()  # a temporary file holding raw identifiers goes at once
+            submission, created = bulk.submission_create(
+                member=caller.member, actor=caller.actor, fmt=fmt, stored=stored
+            )
+        except bulk.QueueFull as exc:
+            _deny(caller, Action.SUBMISSION_CREATE, "quota_exceeded", queued=exc.queued, limit=exc.limit)
+            return problem_response(
+                429,
+                "quota_exceeded",
+                f"Your files waiting to be processed would exceed {exc.limit} bytes; "
+                "retry once earlier ones are processed.",
+                **{"Retry-After": "60"},
+            )
         return Response(
             {"id": str(submission.pk), "status": submission.status, "duplicate": not created},
             status=status.HTTP_202_ACCEPTED,

@@ -3,20 +3,20 @@
 The physical lines come from `_Lines`, a line reader over the binary file, so that a chunk knows
 the byte offset and line where the next one starts (a resumed submission seeks there), no line is
 held whole past MAX_LINE_BYTES, and a line that is not UTF-8 is reported as its row's error; the
-csv and json modules parse them. Held to csv.reader's and json.loads' values and line numbers by a
-property test (tests/exchange/test_rows.py).
+csv module and the JSON API's strict loader (core.parsers) parse them. Held to csv.reader's and
+that loader's values and line numbers by a property test (tests/exchange/test_rows.py).
 """
 
 from __future__ import annotations
 
 import codecs
 import csv
-import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
+from core.parsers import MalformedJSON, loads_strict_text
 from exchange.models import SubmissionFormat
 from exchange.validation import RECORD_FIELDS, SUBJECT_FIELDS
 
@@ -183,13 +183,11 @@ def _jsonl_rows(lines: _Lines) -> Iterator[Row]:
         if not text.strip():
             continue
         try:
-            raw = json.loads(text)
-        except ValueError as exc:
-            column = getattr(exc, "colno", None)
-            yield Row(number, None, ("", f"is not valid JSON (column {column})" if column else "is not valid JSON"))
-            continue
-        except RecursionError:
-            yield Row(number, None, ("", "is not valid JSON (nested too deeply)"))
+            # The JSON API's strict reading: a repeated key, NaN or Infinity, absurd nesting or a
+            # lone surrogate is refused here as it is there, never silently given a value.
+            raw = loads_strict_text(text)
+        except MalformedJSON as exc:
+            yield Row(number, None, ("", f"is not valid JSON ({str(exc).replace('the body', 'the line')})"))
             continue
         yield Row(number, raw)
 

@@ -13,11 +13,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from django.conf import settings
 from django.db import transaction
+from django.db.models import F, Sum
 from django.utils import timezone
 
 from audit.actions import Action
 from audit.services import audit_write
+from core.tokens import keyed_digest
 from exchange.bulk.rows import SNIFF_BYTES, FileRejected, sniff_text
 from exchange.bulk.worker import file_path, lease, storage_dir, submission_enqueue
 from exchange.models import Submission, SubmissionFormat, SubmissionStatus
@@ -28,16 +31,52 @@ MEDIA_TYPES = {"text/csv": SubmissionFormat.CSV, "application/x-ndjson": Submiss
 EXTENSIONS = {".csv": SubmissionFormat.CSV, ".jsonl": SubmissionFormat.JSONL, ".ndjson": SubmissionFormat.JSONL}
 
 
+DIGEST_PURPOSE = "submission-file"  # the keyed digest's derived key (core.tokens)
+
+
 class UploadTooLarge(Exception):
     pass
+
+
+class QueueFull(Exception):
+    """The member's files waiting to be processed would exceed EXCHANGE_MAX_QUEUED_BYTES."""
+
+    def __init__(self, queued: int, limit: int):
+        super().__init__(f"{queued} bytes queued; at most {limit}")
+        self.queued = queued
+        self.limit = limit
 
 
 @dataclass
 class StoredFile:
     path: Path
-    sha256: str
+    sha256: str  # of the content, in memory only: stored and audited only as file_digest()
     size: int
     data_rows: int  # an upper-bound estimate: physical lines, less the CSV header
+
+
+def file_digest(member: Member, stored: StoredFile) -> str:
+    """The keyed digest that finds the member's earlier submission of the same file."""
+    return keyed_digest(DIGEST_PURPOSE, str(member.pk), stored.sha256)
+
+
+def queued_bytes(member: Member) -> int:
+    """Bytes of the member's files not yet processed (queued, or the rest of one processing)."""
+    unfinished = Submission.objects.filter(
+        member=member, status__in=[SubmissionStatus.QUEUED, SubmissionStatus.PROCESSING]
+    )
+    return unfinished.aggregate(left=Sum(F("size") - F("next_offset")))["left"] or 0
+
+
+def queue_check(member: Member | None, size: int) -> None:
+    """Raise QueueFull if `size` more bytes would exceed the member's EXCHANGE_MAX_QUEUED_BYTES
+    (0: no limit), so one member cannot fill the disk and the worker's queue for everyone.
+    Without a member, whether `size` alone exceeds it (checked before an upload is read)."""
+    limit = settings.EXCHANGE_MAX_QUEUED_BYTES
+    if limit:
+        queued = queued_bytes(member) if member is not None else 0
+        if queued + size > limit:
+            raise QueueFull(queued, limit)
 
 
 def _estimate_rows(fmt: str, newlines: int, size: int, last: bytes) -> int:
@@ -119,14 +158,24 @@ def format_for_path(path: Path) -> str:
 
 
 def submission_create(
-    *, member: Member, actor: str, fmt: str, stored: StoredFile, owned: bool = True, enqueue: bool = True
+    *,
+    member: Member,
+    actor: str,
+    fmt: str,
+    stored: StoredFile,
+    owned: bool = True,
+    enqueue: bool = True,
+    limit_queue: bool = True,
 ) -> tuple[Submission, bool]:
     """Register a stored file as a submission, or return the member's earlier submission of the
-    same file (same SHA-256): resubmitting is safe, its rows are never stored twice.
+    same file (same keyed digest): resubmitting is safe, its rows are never stored twice.
 
     An owned upload is renamed to `<id>.<format>` in the storage dir; a duplicate's copy is deleted.
-    Returns (submission, created). Audited as `submission.create`.
+    Returns (submission, created). Audited as `submission.create`. Raises QueueFull (nothing
+    registered, the copy deleted) past the member's EXCHANGE_MAX_QUEUED_BYTES, unless
+    `limit_queue` is False (import_records: the operator's file is processed at once, not queued).
     """
+    digest = file_digest(member, stored)
     submission_id = uuid.uuid4()
     now = timezone.now()
     if owned:
@@ -138,16 +187,21 @@ def submission_create(
         file_name = str(stored.path.resolve())
     try:
         with transaction.atomic():
-            existing = Submission.objects.select_for_update().filter(member=member, sha256=stored.sha256).first()
+            # The member's row is the lock that makes the queued-bytes check hold under
+            # concurrent uploads.
+            Member.objects.select_for_update().filter(pk=member.pk).first()
+            existing = Submission.objects.select_for_update().filter(member=member, file_digest=digest).first()
             created = existing is None
             requeued = False
+            if limit_queue and (created or existing.status == SubmissionStatus.FAILED):
+                queue_check(member, stored.size)
             if created:
                 submission = Submission.objects.create(
                     id=submission_id,
                     member=member,
                     actor=actor[:120],
                     format=fmt,
-                    sha256=stored.sha256,
+                    file_digest=digest,
                     size=stored.size,
                     file_name=file_name,
                     file_owned=owned,
@@ -170,7 +224,7 @@ def submission_create(
                 member_code=member.code,
                 object_type="submission",
                 object_id=submission.pk,
-                details={"format": fmt, "size": stored.size, "sha256": stored.sha256, "duplicate": not created},
+                details={"format": fmt, "size": stored.size, "duplicate": not created},
             )
             if enqueue and (created or requeued):
                 transaction.on_commit(lambda: submission_enqueue(submission.pk))
@@ -187,6 +241,7 @@ def _requeue_failed(submission: Submission, *, file_name: str, owned: bool, now:
     old = file_path(submission)
     submission.status = SubmissionStatus.QUEUED
     submission.error = ""
+    submission.error_code = ""
     submission.attempts = 0
     submission.finished_at = None
     submission.file_name = file_name
@@ -197,6 +252,7 @@ def _requeue_failed(submission: Submission, *, file_name: str, owned: bool, now:
         update_fields=[
             "status",
             "error",
+            "error_code",
             "attempts",
             "finished_at",
             "file_name",

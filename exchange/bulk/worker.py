@@ -34,10 +34,10 @@ from audit.actions import Action
 from audit.models import Outcome
 from audit.services import audit_write
 from exchange.bulk.rows import FileRejected, Row, open_rows
-from exchange.models import Submission, SubmissionError, SubmissionStatus
+from exchange.models import Submission, SubmissionError, SubmissionErrorCode, SubmissionStatus
 from exchange.records import prepare_rows, records_write
 from exchange.validation import ParsedRecord, RecordErrors, latest_today, parse_record
-from members.models import Member
+from members.models import Member, MemberStatus
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +46,17 @@ MAX_ATTEMPTS = 5  # claims of one submission before it is failed (a crash loop, 
 
 class LeaseLost(Exception):
     """Another worker took the submission over (this one's lease had lapsed): stop, store nothing."""
+
+
+class MemberSuspended(Exception):
+    """The member was suspended: its file is not processed further (what is stored stays)."""
+
+
+SUSPENDED_MESSAGE = "The member is suspended: the file was not processed further."
+
+
+def _member_active(member_id: Any) -> bool:
+    return Member.objects.filter(pk=member_id, status=MemberStatus.ACTIVE).exists()
 
 
 # --- the task --------------------------------------------------------------------------------------
@@ -192,6 +203,8 @@ def _store_chunk(
         try:
             with transaction.atomic():
                 _hold(submission.pk, owner)
+                if not _member_active(submission.member_id):
+                    raise MemberSuspended()
                 records_write(
                     member=submission.member,
                     actor=submission.actor,
@@ -356,17 +369,61 @@ def _use_process() -> bool:
     )
 
 
-def _finish(submission_id: Any, owner: str, *, error: str = "") -> None:
+def _kept_errors(errors: list[tuple[int, str, str]], keep: int) -> tuple[list[tuple[int, str, str]], int]:
+    """The errors of the first `keep` rejected rows, and the line of the row after them (the one
+    that stops the file)."""
+    lines: list[int] = []
+    for line, _field, _message in errors:
+        if not lines or lines[-1] != line:
+            lines.append(line)
+            if len(lines) > keep:
+                break
+    kept_lines = set(lines[:keep])
+    return [error for error in errors if error[0] in kept_lines], lines[keep]
+
+
+def _finish(
+    submission_id: Any,
+    owner: str,
+    *,
+    error: str = "",
+    code: str = "",
+    errors: list[tuple[int, str, str]] = (),
+    rejected: int = 0,
+) -> None:
+    """Complete or fail the submission (with `errors` and `rejected` rows more, stored in the same
+    transaction), audited, and drop its file."""
     with transaction.atomic():
         submission = _hold(submission_id, owner)
+        if errors:
+            SubmissionError.objects.bulk_create(
+                [
+                    SubmissionError(submission=submission, line=line, field=field[:100], message=message[:300])
+                    for line, field, message in errors
+                ],
+                batch_size=1000,
+            )
+        submission.rejected += rejected
         submission.status = SubmissionStatus.FAILED if error else SubmissionStatus.COMPLETED
         submission.error = error
+        submission.error_code = code if error else ""
         if not error:
             submission.total = submission.processed
         submission.finished_at = timezone.now()
         submission.lease_owner = ""
         submission.lease_expires_at = None
-        submission.save(update_fields=["status", "error", "total", "finished_at", "lease_owner", "lease_expires_at"])
+        submission.save(
+            update_fields=[
+                "rejected",
+                "status",
+                "error",
+                "error_code",
+                "total",
+                "finished_at",
+                "lease_owner",
+                "lease_expires_at",
+            ]
+        )
         audit_write(
             action=Action.SUBMISSION_FAIL if error else Action.SUBMISSION_COMPLETE,
             actor=submission.actor,
@@ -379,6 +436,7 @@ def _finish(submission_id: Any, owner: str, *, error: str = "") -> None:
                 "accepted": submission.accepted,
                 "rejected": submission.rejected,
                 "status": submission.status,
+                **({"error_code": submission.error_code} if error else {}),
             },
         )
         if submission.file_owned:
@@ -410,9 +468,20 @@ def submission_process(
     if submission is None:
         return None
     if submission.attempts > MAX_ATTEMPTS:
-        _finish(submission.pk, owner, error="Processing stopped after repeated failures; contact the exchange.")
+        _finish(
+            submission.pk,
+            owner,
+            error="Processing stopped after repeated failures; contact the exchange.",
+            code=SubmissionErrorCode.PROCESSING_FAILED,
+        )
+        return Submission.objects.get(pk=submission.pk)
+    if not _member_active(submission.member_id):
+        _finish(submission.pk, owner, error=SUSPENDED_MESSAGE, code=SubmissionErrorCode.MEMBER_SUSPENDED)
         return Submission.objects.get(pk=submission.pk)
     chunk_rows = chunk_rows or settings.EXCHANGE_BULK_CHUNK_ROWS
+    max_errors = settings.EXCHANGE_MAX_ROW_ERRORS
+    rejected_so_far = submission.rejected
+    stop: tuple[list, int] | None = None
     path = file_path(submission)
     try:
         prepared = connection.vendor == "postgresql"  # records_write takes prepare_rows' rows there
@@ -428,16 +497,36 @@ def submission_process(
                 count, position, validated = reader.result()
                 if not count:
                     break
+                if rejected_so_far + validated[2] > max_errors:
+                    # A file of garbage stops here instead of filling the errors table: the rows of
+                    # chunks before stay stored, this chunk's valid rows are not.
+                    stop = _kept_errors(validated[1], max_errors - rejected_so_far)
+                    break
                 reader.request(chunk_rows, latest_today())
                 _store_chunk(submission, owner, validated, position, done, prepared)
+                rejected_so_far += validated[2]
                 done += 1
                 if progress is not None:
                     progress(count)
         finally:
             reader.close()
-        _finish(submission.pk, owner)
+        if stop is None:
+            _finish(submission.pk, owner)
+        else:
+            kept, line = stop
+            _finish(
+                submission.pk,
+                owner,
+                error=f"Stopped at line {line}: more than {max_errors} rows were rejected. "
+                "Fix the file and submit it again.",
+                code=SubmissionErrorCode.TOO_MANY_ERRORS,
+                errors=kept,
+                rejected=max_errors - rejected_so_far + 1,
+            )
     except FileRejected as exc:
-        _finish(submission.pk, owner, error=exc.message)
+        _finish(submission.pk, owner, error=exc.message, code=SubmissionErrorCode.MALFORMED_REQUEST)
+    except MemberSuspended:
+        _finish(submission.pk, owner, error=SUSPENDED_MESSAGE, code=SubmissionErrorCode.MEMBER_SUSPENDED)
     except LeaseLost:
         logger.warning("submission %s was taken over by another worker", submission.pk)
         return None

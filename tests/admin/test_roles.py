@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from django.contrib.auth.models import Group
+from pyrage import x25519
 
 from audit.models import AuditEvent
 from exchange.models import Dispute, Record
@@ -81,12 +82,16 @@ def test_an_operator_suspends_and_reactivates_a_member(operator, bank_a):
     assert [e.details["to"] for e in events.order_by("id")] == ["suspended", "active"]
 
 
-def test_an_operator_onboards_a_member_and_sees_its_key_once(operator):
+def test_an_operator_onboards_a_member_and_sees_its_key_once_sealed(operator):
+    recipient = str(x25519.Identity.generate().to_public())
     response = operator.post(
-        "/admin/members/member/add/", {"code": "NEWB", "name": "New B", "kind": "bank"}, follow=True
+        "/admin/members/member/add/",
+        {"code": "NEWB", "name": "New B", "kind": "bank", "key_recipient": recipient},
+        follow=True,
     )
     assert response.status_code == 200
     assert "shown only now" in response.content.decode()
+    assert "BEGIN AGE ENCRYPTED FILE" in response.content.decode()
     assert AuditEvent.objects.filter(action="member.create", actor="staff:olivia").exists()
 
 

@@ -200,3 +200,34 @@ def test_submission_errors_are_json_lines_unless_json_is_asked_for(bank_a, setti
         assert answer.json() == expected
     assert bank_a.client.get(path, {"format": "jsonl"})["Content-Type"].startswith("application/x-ndjson")
     assert bank_a.client.get(path, {"format": ""}).status_code == 404
+
+
+def test_the_days_past_due_pattern_is_the_validation_rule():
+    import re
+
+    from exchange.api.records import DaysInput
+    from exchange.validation import MAX_DAYS_PAST_DUE, _non_negative_int
+
+    spec = DaysInput._spectacular_annotation["field"]
+    integer, text = spec["anyOf"]
+    assert integer["maximum"] == MAX_DAYS_PAST_DUE
+    pattern = re.compile(text["pattern"])
+    for value in [
+        "0",
+        "7",
+        "00045",
+        "99999",
+        "100000",
+        "000000100000",
+        "100001",
+        "999999",
+        "1" * 13,
+        "0" * 13,
+        "",
+        "-1",
+    ]:
+        try:
+            accepted = _non_negative_int(value) >= 0
+        except ValueError:
+            accepted = False
+        assert bool(pattern.fullmatch(value)) == accepted, value

@@ -196,7 +196,7 @@ def test_a_claimed_idempotency_key_without_a_live_request(bank_a):
     IdempotencyKey.objects.create(
         member=bank_a.member,
         key="k-inflight",
-        fingerprint=fingerprint(request),
+        fingerprint=fingerprint(request, bank_a.member),
         locked_until=timezone.now() + timedelta(minutes=5),
     )
     response = bank_a.client.post("/api/v1/records", body, format="json", HTTP_IDEMPOTENCY_KEY="k-inflight")

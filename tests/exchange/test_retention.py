@@ -100,7 +100,7 @@ def world(bank_a, bank_b, settings):
             member=bank_a.member,
             actor="test",
             format="csv",
-            sha256=f"{n:064x}",
+            file_digest=f"{n:064x}",
             size=10,
             file_name="x",
             status="completed",

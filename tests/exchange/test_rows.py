@@ -1,5 +1,6 @@
-"""The bulk file reader (exchange/bulk/rows.py) against the csv and json modules: the same values
-and line numbers, and the same rows again when resumed from any chunk boundary."""
+"""The bulk file reader (exchange/bulk/rows.py) against the csv module and the JSON API's strict
+loader: the same values and line numbers, and the same rows again when resumed from any chunk
+boundary."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from core.parsers import MalformedJSON, loads_strict_text
 from exchange.bulk.rows import CSV_COLUMNS, CSV_REQUIRED, SUBJECT_FIELDS, FileRejected, open_rows
 from exchange.models import SubmissionFormat
 
@@ -115,15 +117,15 @@ _jsonl_lines = st.one_of(
     terminator=st.sampled_from(["\n", "\r\n"]),
     split=st.integers(min_value=0, max_value=11),
 )
-def test_jsonl_rows_are_json_loads_of_each_line_with_its_number_also_when_resumed(lines, terminator, split):
+def test_jsonl_rows_are_the_apis_strict_json_of_each_line_with_its_number_also_when_resumed(lines, terminator, split):
     data = terminator.join(lines).encode("utf-8")
     expected = []
     for number, line in enumerate(_physical_lines(data), start=1):
         if not line.strip():
             continue
         try:
-            expected.append((number, json.loads(line), None))
-        except ValueError:
+            expected.append((number, loads_strict_text(line), None))
+        except MalformedJSON:
             expected.append((number, None, "error"))
     if not data:
         return  # an empty file is refused at upload
@@ -131,6 +133,25 @@ def test_jsonl_rows_are_json_loads_of_each_line_with_its_number_also_when_resume
     assert found == expected
     resumed = [(line, raw, error and "error") for line, raw, error in _read(data, SubmissionFormat.JSONL, split=split)]
     assert resumed == expected
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        '{"days_past_due": 1, "days_past_due": 2}',
+        '{"principal": NaN}',
+        '{"principal": Infinity}',
+        '{"principal": -Infinity}',
+        '{"name": "\\ud800"}',
+        "[" * 40 + "]" * 40,
+    ],
+)
+def test_a_jsonl_line_the_json_api_would_refuse_is_refused(line):
+    """Issue #18: bulk NDJSON took duplicate keys (last wins) and NaN, which the JSON API refuses."""
+    with pytest.raises(MalformedJSON):
+        loads_strict_text(line)
+    (row,) = _read(f"{line}\n".encode(), SubmissionFormat.JSONL)
+    assert row[1] is None and row[2][1].startswith("is not valid JSON")
 
 
 def test_a_file_that_is_not_utf8_is_refused_whole():

@@ -50,6 +50,7 @@ BEYOND_SCHEMA = (
     "legacy resident ID",
     "ISO 3166",
     "must not be in the future",
+    "must not be before 1900-01-01",
     "must be on or after",
     "must be on or before",
     "must be after granted_at",

@@ -42,7 +42,13 @@ class Command(BaseCommand):
         if stored.size == 0:
             raise CommandError("The file is empty.")
         submission, created = upload.submission_create(
-            member=member, actor=cli_actor("import_records"), fmt=fmt, stored=stored, owned=False, enqueue=False
+            member=member,
+            actor=cli_actor("import_records"),
+            fmt=fmt,
+            stored=stored,
+            owned=False,
+            enqueue=False,
+            limit_queue=False,
         )
         if not submission.finished:
             with tqdm(
@@ -83,6 +89,7 @@ class Command(BaseCommand):
         }
         if submission.status == SubmissionStatus.FAILED:
             payload["error"] = submission.error
+            payload["error_code"] = submission.error_code or "processing_failed"
         self.stdout.write(json.dumps(payload))
         if submission.status == SubmissionStatus.FAILED:
             raise CommandError(submission.error)

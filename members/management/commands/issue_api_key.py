@@ -8,7 +8,10 @@ from members.services import api_key_issue
 
 
 class Command(BaseCommand):
-    help = "Issue another API key for a member; prints JSON {api_key, prefix}. The key is shown once."
+    help = (
+        "Issue another API key for a member; prints JSON {api_key, prefix}, or {prefix, api_key_age} "
+        "(the key age-encrypted) for a member with a key recipient. The key is shown once."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("code")
@@ -26,4 +29,7 @@ class Command(BaseCommand):
             )
         except ValidationError as exc:
             raise CommandError("; ".join(exc.messages)) from None
-        print_json(self.stdout, {"api_key": full, "prefix": key.prefix})
+        if member.key_recipient:
+            print_json(self.stdout, {"prefix": key.prefix, "api_key_age": full})
+        else:
+            print_json(self.stdout, {"api_key": full, "prefix": key.prefix})
