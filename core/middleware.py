@@ -36,6 +36,10 @@ class RequestIdMiddleware:
         return response
 
 
+# Endpoints that stream their body and enforce (and audit) their own limit: an evidence document.
+_OWN_LIMIT = re.compile(r"^/api/v1/evidence-requests/[^/]+/evidence$")
+
+
 class ApiBodyLimitMiddleware:
     """Refuses an API body over its limit with 413 from Content-Length, before anything is read."""
 
@@ -43,7 +47,7 @@ class ApiBodyLimitMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
-        if request.path.startswith("/api/"):
+        if request.path.startswith("/api/") and not _OWN_LIMIT.match(request.path):
             limit = (
                 settings.EXCHANGE_MAX_UPLOAD_BYTES
                 if request.path.startswith("/api/v1/submissions")
