@@ -290,8 +290,9 @@ class Inquiry(models.Model):
         indexes = [
             models.Index(fields=["subject_token", "created_at"], name="inquiry_subject_idx"),
             models.Index(fields=["member", "-created_at", "-id"], name="inquiry_member_created_idx"),
-            # The compliance rules count every member's distinct subjects per hour over a time range.
-            models.Index(fields=["created_at"], include=["member", "subject_token"], name="inquiry_created_idx"),
+            # The compliance rules count every member's distinct subjects per hour over a time range:
+            # the range is read from this index alone (no INCLUDE: SQLite has none).
+            models.Index(fields=["created_at", "member", "subject_token"], name="inquiry_created_idx"),
         ]
 
     def __str__(self) -> str:

@@ -62,7 +62,7 @@ class Migration(migrations.Migration):
         ),
         migrations.AddIndex(
             model_name='inquiry',
-            index=models.Index(fields=['created_at'], include=('member', 'subject_token'), name='inquiry_created_idx'),
+            index=models.Index(fields=['created_at', 'member', 'subject_token'], name='inquiry_created_idx'),
         ),
         migrations.AddField(
             model_name='compliancealert',
