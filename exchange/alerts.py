@@ -29,7 +29,17 @@ from django.utils import timezone
 from audit.actions import Action
 from audit.models import AuditEvent, Outcome
 from audit.services import audit_write
-from exchange.models import AlertKind, AlertStatus, ComplianceAlert, Dispute, EvidenceRequest, EvidenceStatus, Inquiry
+from exchange.models import (
+    AlertKind,
+    AlertStatus,
+    ComplianceAlert,
+    Dispute,
+    EvidenceRequest,
+    EvidenceStatus,
+    Inquiry,
+    InquiryHour,
+    RolledUpHour,
+)
 from members.models import Member
 from members.roles import COMPLIANCE
 
@@ -71,18 +81,70 @@ def _span(start: datetime) -> str:
 # --- inquiry_volume: distinct subjects per hour against the member's own baseline ---------------
 
 
-def hourly_subjects(start: datetime, until: datetime) -> dict[object, dict[datetime, dict]]:
-    """Per member, per clock hour in [start, until]: distinct subjects, first and last inquiry.
-    One aggregate over the `created_at` range (index inquiry_created_idx)."""
-    rows = (
-        Inquiry.objects.filter(created_at__gte=start, created_at__lte=until)
+LIVE = HOUR  # the current and the previous clock hour are always counted from the inquiries
+
+
+def _hourly_aggregate(start: datetime, until: datetime, *, inclusive: bool = True):
+    """Per member and clock hour in the range: distinct subjects, first and last inquiry. One
+    aggregate over the `created_at` range, read from the index inquiry_created_idx alone."""
+    end = {"created_at__lte": until} if inclusive else {"created_at__lt": until}
+    return (
+        Inquiry.objects.filter(created_at__gte=start, **end)
         .annotate(hour=TruncHour("created_at"))
         .order_by()
         .values("member_id", "hour")
         .annotate(subjects=Count("subject_token", distinct=True), first=Min("created_at"), last=Max("created_at"))
     )
+
+
+def _roll_up(start: datetime, final: datetime) -> list[dict]:
+    """The hourly rows of [start, final), every hour of which has ended more than an hour ago:
+    read from InquiryHour, the hours not rolled up yet counted once and stored."""
+    done = set(RolledUpHour.objects.filter(hour__gte=start, hour__lt=final).values_list("hour", flat=True))
+    rows = [
+        {"member_id": m, "hour": h, "subjects": n, "first": f, "last": last}
+        for m, h, n, f, last in InquiryHour.objects.filter(hour__gte=start, hour__lt=final).values_list(
+            "member_id", "hour", "subjects", "first_at", "last_at"
+        )
+        if h in done
+    ]
+    missing = []
+    hour = start
+    while hour < final:
+        if hour not in done:
+            missing.append(hour)
+        hour += HOUR
+    if not missing:
+        return rows
+    wanted = set(missing)
+    fresh = [row for row in _hourly_aggregate(missing[0], missing[-1] + HOUR, inclusive=False) if row["hour"] in wanted]
+    with transaction.atomic():
+        InquiryHour.objects.filter(hour__in=missing).delete()  # a half-written hour of a crashed run
+        InquiryHour.objects.bulk_create(
+            [
+                InquiryHour(
+                    member_id=r["member_id"],
+                    hour=r["hour"],
+                    subjects=r["subjects"],
+                    first_at=r["first"],
+                    last_at=r["last"],
+                )
+                for r in fresh
+            ],
+            ignore_conflicts=True,
+        )
+        RolledUpHour.objects.bulk_create([RolledUpHour(hour=h) for h in missing], ignore_conflicts=True)
+    return rows + fresh
+
+
+def hourly_subjects(start: datetime, until: datetime) -> dict[object, dict[datetime, dict]]:
+    """Per member, per clock hour from `start`'s hour to `until`: distinct subjects, first and last
+    inquiry. Hours that ended more than an hour ago come from the hourly roll-up (InquiryHour),
+    counted once; the recent ones from the inquiries, every time."""
+    start = _hour(start)
+    final = max(start, min(_hour(timezone.now()) - LIVE, _hour(until)))
     hours: dict[object, dict[datetime, dict]] = defaultdict(dict)
-    for row in rows:
+    for row in [*_roll_up(start, final), *_hourly_aggregate(final, until)]:
         hours[row["member_id"]][row["hour"]] = row
     return hours
 

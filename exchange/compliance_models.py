@@ -138,3 +138,34 @@ class ComplianceAlert(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} alert {str(self.id)[:8]}"
+
+
+class InquiryHour(models.Model):
+    """A member's distinct subjects in one past clock hour (UTC), kept so that the `inquiry_volume`
+    rule reads its 7-day baseline from at most 168 rows per member instead of the inquiries.
+
+    Written by exchange/alerts.py once an hour is final (it ended more than an hour ago), with a
+    RolledUpHour beside it, so that an hour without any inquiry is not counted again either.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    member = models.ForeignKey(Member, on_delete=models.CASCADE, related_name="+")
+    hour = models.DateTimeField()
+    subjects = models.PositiveIntegerField()
+    first_at = models.DateTimeField()
+    last_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["hour", "member"], name="inquiry_hour_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.member_id} {self.hour:%Y-%m-%d %H}h: {self.subjects}"
+
+
+class RolledUpHour(models.Model):
+    """A clock hour whose InquiryHour rows are written (none when nobody queried in it)."""
+
+    hour = models.DateTimeField(primary_key=True)
+
+    def __str__(self) -> str:
+        return f"{self.hour:%Y-%m-%d %H}h"

@@ -463,4 +463,6 @@ from exchange.compliance_models import (  # noqa: E402, F401 - registers the mod
     ComplianceAlert,
     EvidenceRequest,
     EvidenceStatus,
+    InquiryHour,
+    RolledUpHour,
 )

@@ -19,7 +19,7 @@ from audit.models import AuditEvent
 from audit.services import audit_bulk_write
 from exchange.alerts import alerts_evaluate, volume_picture
 from exchange.evidence import evidence_mark_overdue, evidence_requests_open
-from exchange.models import ComplianceAlert, Dispute, EvidenceRequest, Inquiry, Record
+from exchange.models import ComplianceAlert, Dispute, EvidenceRequest, Inquiry, InquiryHour, Record, RolledUpHour
 from exchange.schedule import ComplianceRound, Every
 from members.roles import AUDITOR, COMPLIANCE
 from tests.factories import consent, record, subject
@@ -339,3 +339,15 @@ def test_run_worker_does_a_compliance_round_on_its_schedule(bank_a, monkeypatch)
     monkeypatch.setattr(run_worker, "_database_backend", lambda: False)
     call_command("run_worker", "--once", stdout=StringIO())
     assert ticks == [1]
+
+
+def test_past_hours_are_counted_once_then_read_from_the_hourly_roll_up(bank_a, settings, last_hour):
+    settings.EXCHANGE_ALERT_SUBJECTS_PER_HOUR = 20
+    baseline(bank_a.member, last_hour, 40)
+    inquiries(bank_a.member, last_hour, 55, tag="busy day")
+    assert alerts_evaluate(actor=ACTOR)[0] == []
+    assert InquiryHour.objects.filter(member=bank_a.member, subjects=40).count() == 7 * 8
+    assert RolledUpHour.objects.count() >= 7 * 24  # empty hours too: they are not counted again
+    # The baseline now comes from the roll-up: without it the threshold would fall to the floor.
+    Inquiry.objects.filter(created_at__lt=last_hour - timedelta(hours=1)).delete()
+    assert alerts_evaluate(actor=ACTOR)[0] == []
