@@ -45,7 +45,8 @@ def test_the_compliance_page_shows_outcomes_per_member_and_is_audited(compliance
     response = compliance.get(reverse("console_compliance"))
     assert response.status_code == 200
     page = response.content.decode()
-    assert "evidence-outcomes" in page and bank_b.code in page and "100% overdue" in page
+    assert "evidence-outcomes" in page and bank_b.code in page
+    assert page.count(">100%<") == 1  # its overdue rate
     assert AuditEvent.objects.filter(action="compliance.view", actor="staff:carl").exists()
 
 
