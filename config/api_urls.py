@@ -20,9 +20,13 @@ urlpatterns = [
     path("disputes/<str:dispute_id>", disputes.DisputeDetailView.as_view(), name="dispute"),
     path("disputes/<str:dispute_id>/resolve", disputes.DisputeResolveView.as_view(), name="dispute-resolve"),
     path("evidence-requests", evidence.EvidenceRequestListView.as_view(), name="evidence-requests"),
-    path("evidence-requests/<str:request_id>", evidence.EvidenceRequestDetailView.as_view(), name="evidence-request"),
     path(
-        "evidence-requests/<str:request_id>/evidence",
+        "evidence-requests/<str:evidence_request_id>",
+        evidence.EvidenceRequestDetailView.as_view(),
+        name="evidence-request",
+    ),
+    path(
+        "evidence-requests/<str:evidence_request_id>/evidence",
         evidence.EvidenceAnswerView.as_view(),
         name="evidence-request-answer",
     ),

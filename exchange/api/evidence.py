@@ -90,8 +90,10 @@ class EvidenceRequestDetailView(MemberView):
     audit_name = "evidence_request"
 
     @extend_schema(summary="One of your evidence requests", responses=EvidenceRequestOutput)
-    def get(self, request, request_id):
-        found = evidence.evidence_request_get(caller=self.caller, request_id=request_id, action=Action.EVIDENCE_READ)
+    def get(self, request, evidence_request_id):
+        found = evidence.evidence_request_get(
+            caller=self.caller, request_id=evidence_request_id, action=Action.EVIDENCE_READ
+        )
         services.audit_read(
             self.caller,
             Action.EVIDENCE_READ,
@@ -122,7 +124,7 @@ class EvidenceAnswerView(MemberView):
             415: OpenApiResponse(description="unsupported_media_type"),
         },
     )
-    def post(self, request, request_id):
+    def post(self, request, evidence_request_id):
         media_type = (request.content_type or "").partition(";")[0].strip().lower()
         if media_type in REFUSED_MEDIA_TYPES or media_type.endswith("+json"):
             services.audit_denied(
@@ -130,7 +132,7 @@ class EvidenceAnswerView(MemberView):
                 Action.EVIDENCE_ANSWER,
                 "unsupported_media_type",
                 object_type="evidence_request",
-                object_id=str(request_id)[:64],
+                object_id=str(evidence_request_id)[:64],
             )
             raise ApiError(
                 status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
@@ -140,7 +142,7 @@ class EvidenceAnswerView(MemberView):
             )
         answered = evidence.evidence_answer(
             caller=self.caller,
-            request_id=request_id,
+            request_id=evidence_request_id,
             read=_body_reader(request),
             declared_size=_declared_size(request),
         )
