@@ -87,8 +87,12 @@ def evidence_requests_open(
             raise EvidenceError(f"inquiry {sorted(map(str, already))[0]} already has an evidence request")
         chosen = [found[pk] for pk in dict.fromkeys(wanted)]
     else:
-        ids = list(_candidates(member, now).values_list("pk", flat=True))
-        picked = (rng or random.SystemRandom()).sample(ids, min(sample, len(ids)))
+        candidates = _candidates(member, now)
+        if rng is not None:  # a reproducible sample (tests)
+            ids = sorted(candidates.values_list("pk", flat=True))
+            picked = rng.sample(ids, min(sample, len(ids)))
+        else:  # the database draws: no list of a big member's 90 days in memory
+            picked = list(candidates.order_by("?").values_list("pk", flat=True)[:sample])
         chosen = list(Inquiry.objects.filter(pk__in=picked).select_related("consent").order_by("created_at"))
     opened = []
     with transaction.atomic():
