@@ -52,6 +52,10 @@ class AuditedViews:
 
     view_action: str = ""
 
+    @admin.display(description="member", ordering="member__code")
+    def member_code(self, obj) -> str:
+        return obj.member.code
+
     def changelist_view(self, request, extra_context=None):
         response = super().changelist_view(request, extra_context)
         if getattr(response, "status_code", 200) == 200:
@@ -71,7 +75,7 @@ class AuditedViews:
 @admin.register(EvidenceRequest)
 class EvidenceRequestAdmin(AuditedViews, ServiceOnlyAdmin):
     view_action = Action.COMPLIANCE_VIEW
-    list_display = ("short_id", "member", "status", "inquiry_link", "opened_at", "due_at", "answered_at", "late")
+    list_display = ("short_id", "member_code", "status", "inquiry_link", "opened_at", "due_at", "answered_at", "late")
     list_filter = ("status", "member", "opened_at", "due_at")
     list_select_related = ("member",)
     search_fields = ("=subject_token",)
@@ -106,8 +110,8 @@ class EvidenceRequestAdmin(AuditedViews, ServiceOnlyAdmin):
         return format_html('<a href="{}">{}</a>', url, short(obj.inquiry_id))
 
     @admin.display(description="answered late", boolean=True)
-    def late(self, obj: EvidenceRequest) -> bool:
-        return obj.late
+    def late(self, obj: EvidenceRequest) -> bool | None:
+        return obj.late if obj.answered_at else None  # unanswered: neither
 
 
 # --- compliance alerts --------------------------------------------------------------------------
@@ -126,7 +130,7 @@ class CloseAlertForm(forms.Form):
 @admin.register(ComplianceAlert)
 class ComplianceAlertAdmin(AuditedViews, ServiceOnlyAdmin):
     view_action = Action.ALERT_VIEW
-    list_display = ("kind", "member", "count", "threshold", "window_start", "status", "raised_at")
+    list_display = ("kind", "member_code", "count", "threshold", "window_start", "status", "raised_at")
     list_filter = ("status", "kind", "member", "window_start")
     list_select_related = ("member",)
     ordering = ("-window_start", "kind")
