@@ -36,6 +36,9 @@ class Action(models.TextChoices):
     RECORD_SUBMIT_REPLAY = "record.submit.replay", "records submission replayed (Idempotency-Key)"
     CONSENT_REGISTER_REPLAY = "consent.register.replay", "consent registration replayed (Idempotency-Key)"
     INQUIRY_CREATE_REPLAY = "inquiry.create.replay", "inquiry replayed (Idempotency-Key)"
+    EVIDENCE_LIST = "evidence_request.list", "evidence requests listed"
+    EVIDENCE_READ = "evidence_request.read", "evidence request read"
+    EVIDENCE_ANSWER = "evidence_request.answer", "evidence request answered"
     # members and keys
     MEMBER_CREATE = "member.create", "member created"
     MEMBER_UPDATE = "member.update", "member updated"
@@ -55,3 +58,11 @@ class Action(models.TextChoices):
     AUDIT_VERIFY = "audit.verify", "audit chain verified"
     KEYS_ROTATE = "keys.rotate", "field keys rotated"
     RETENTION_PURGE = "retention.purge", "expired data purged"
+    # consent assurance and compliance alerts
+    EVIDENCE_OPEN = "evidence_request.open", "evidence request opened"
+    EVIDENCE_OVERDUE = "evidence_request.overdue", "evidence request overdue"
+    ALERTS_EVALUATE = "compliance_alert.evaluate", "compliance alert rules evaluated"
+    ALERT_RAISE = "compliance_alert.raise", "compliance alert raised"
+    ALERT_VIEW = "compliance_alert.view", "compliance alerts viewed"
+    ALERT_CLOSE = "compliance_alert.close", "compliance alert closed"
+    COMPLIANCE_VIEW = "compliance.view", "compliance page viewed"

@@ -45,6 +45,12 @@ class AuditEvent(models.Model):
             models.Index(fields=["occurred_at"], name="audit_occurred_at_idx"),
             models.Index(fields=["member_code", "occurred_at"], name="audit_member_time_idx"),
             models.Index(fields=["subject_token"], name="audit_subject_idx"),
+            # The compliance rules count refusals per member and hour; refusals are a small share.
+            models.Index(
+                fields=["occurred_at", "member_code"],
+                name="audit_denied_time_idx",
+                condition=models.Q(outcome="denied"),
+            ),
         ]
         constraints = [
             models.UniqueConstraint(fields=["seq"], name="audit_seq_unique", condition=models.Q(seq__isnull=False)),

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from exchange.api import consents, disputes, inquiries, records, submissions
+from exchange.api import consents, disputes, evidence, inquiries, records, submissions
 from members.api import MeView
 
 urlpatterns = [
@@ -19,6 +19,17 @@ urlpatterns = [
     path("disputes", disputes.DisputeListCreateView.as_view(), name="disputes"),
     path("disputes/<str:dispute_id>", disputes.DisputeDetailView.as_view(), name="dispute"),
     path("disputes/<str:dispute_id>/resolve", disputes.DisputeResolveView.as_view(), name="dispute-resolve"),
+    path("evidence-requests", evidence.EvidenceRequestListView.as_view(), name="evidence-requests"),
+    path(
+        "evidence-requests/<str:evidence_request_id>",
+        evidence.EvidenceRequestDetailView.as_view(),
+        name="evidence-request",
+    ),
+    path(
+        "evidence-requests/<str:evidence_request_id>/evidence",
+        evidence.EvidenceAnswerView.as_view(),
+        name="evidence-request-answer",
+    ),
     path("submissions", submissions.SubmissionListCreateView.as_view(), name="submissions"),
     path("submissions/<str:submission_id>", submissions.SubmissionDetailView.as_view(), name="submission"),
     path(

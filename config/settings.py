@@ -262,3 +262,25 @@ AXES_COOLOFF_TIME = timedelta(minutes=env_int("AXES_COOLOFF_MINUTES", 15, minimu
 AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
 AXES_RESET_ON_SUCCESS = True
 # --- end of staff console block -----------------------------------------------------------------
+
+# --- Consent assurance and compliance alerts (exchange/evidence.py, exchange/alerts.py) ---------
+EXCHANGE_EVIDENCE_DAYS = env_int("EXCHANGE_EVIDENCE_DAYS", 10, minimum=1)
+EXCHANGE_ALERT_SUBJECTS_PER_HOUR = env_int("EXCHANGE_ALERT_SUBJECTS_PER_HOUR", 200, minimum=1)
+EXCHANGE_ALERT_DENIALS_PER_HOUR = env_int("EXCHANGE_ALERT_DENIALS_PER_HOUR", 20)
+EXCHANGE_ALERT_DISPUTES_PER_DAY = env_int("EXCHANGE_ALERT_DISPUTES_PER_DAY", 20)
+# How often run_worker marks overdue evidence requests and evaluates the alert rules.
+EXCHANGE_ALERT_INTERVAL_SECONDS = env_int("EXCHANGE_ALERT_INTERVAL_SECONDS", 300, minimum=10)
+# The console's address, for the links in alert e-mails (empty: the e-mails give paths only).
+EXCHANGE_CONSOLE_URL = env_str("EXCHANGE_CONSOLE_URL", "")
+# Alert e-mails go through Django's mail framework: printed to the console in development.
+EMAIL_BACKEND = env_str(
+    "EMAIL_BACKEND",
+    "django.core.mail.backends.console.EmailBackend" if DEBUG else "django.core.mail.backends.smtp.EmailBackend",
+)
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "exchange@localhost")
+# --- end of consent assurance block ---------------------------------------------------------------

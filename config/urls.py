@@ -5,6 +5,7 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from core import views as core_views
+from exchange.admin.compliance import compliance_urls
 from exchange.admin.dashboard import dashboard_urls
 from exchange.admin.reports import borrower_report_urls
 
@@ -29,6 +30,7 @@ urlpatterns = [
     path("api/v1/", include("config.api_urls")),
     path("admin/borrower-report/", include(borrower_report_urls())),
     path("admin/dashboard/", include(dashboard_urls())),
+    path("admin/compliance/", include(compliance_urls())),
     path("admin/", admin.site.urls),
     # Anything else under /api/ is a problem+json 404, in DEBUG too.
     re_path(r"^api/", core_views.handler404),

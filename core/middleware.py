@@ -38,6 +38,10 @@ class RequestIdMiddleware:
         return response
 
 
+# Endpoints that stream their body and enforce (and audit) their own limit: an evidence document.
+_OWN_LIMIT = re.compile(r"^/api/v1/evidence-requests/[^/]+/evidence$")
+
+
 # An API answer is JSON (or JSON Lines), never a page: nothing in it may load, run or be framed.
 API_POLICY = {
     "default-src": ["'none'"],
@@ -66,7 +70,7 @@ class ApiBodyLimitMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
-        if request.path.startswith("/api/"):
+        if request.path.startswith("/api/") and not _OWN_LIMIT.match(request.path):
             limit = (
                 settings.EXCHANGE_MAX_UPLOAD_BYTES
                 if request.path.startswith("/api/v1/submissions")

@@ -34,6 +34,8 @@ TITLES = {
     "unsupported_media_type": "Unsupported media type",
     "validation_failed": "Validation failed",
     "idempotency_key_reused": "Idempotency-Key reused with a different body",
+    "consent_evidence_reused": "Consent evidence registered for another subject",
+    "already_answered": "Already answered",
     "throttled": "Too many requests",
     "unavailable": "Service unavailable",
     "internal_error": "Internal error",

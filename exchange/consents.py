@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from audit.actions import Action
 from audit.services import audit_write, insert_audited
-from core.problems import Invalid, NotFound
+from core.problems import ApiError, Invalid, NotFound
 from exchange.models import (
     Consent,
 )
@@ -49,13 +49,15 @@ def consent_register(
         errors.append({"index": None, "field": "expires_at", "message": "must be at most one year after granted_at"})
     if errors:
         raise Invalid(errors)
+    evidence_sha256 = evidence_sha256.lower()
+    _refuse_reused_evidence(caller, token, evidence_sha256)
     consent = Consent(
         member=caller.member,
         subject_token=token,
         id_type=id_type,
         purpose=purpose,
         channel=channel,
-        evidence_sha256=evidence_sha256.lower(),
+        evidence_sha256=evidence_sha256,
         granted_at=granted_at,
         expires_at=expires_at,
     )
@@ -69,6 +71,24 @@ def consent_register(
         details={"purpose": purpose, "channel": channel, "expires_at": expires_at.isoformat()},
     )
     return consent
+
+
+def _refuse_reused_evidence(caller: Caller, token: str, evidence_sha256: str) -> None:
+    """One signed authorisation names one borrower: the member may not register its hash for
+    another subject (a renewal for the same subject may reuse it). Audited, then 422."""
+    reused = (
+        Consent.objects.filter(member=caller.member, evidence_sha256=evidence_sha256)
+        .exclude(subject_token=token)
+        .exists()
+    )
+    if reused:
+        audit_denied(caller, Action.CONSENT_REGISTER, "consent_evidence_reused", subject_token=token)
+        raise ApiError(
+            422,
+            "consent_evidence_reused",
+            "You registered this evidence_sha256 for another subject: each borrower's consent needs its own "
+            "signed authorisation.",
+        )
 
 
 def consent_get(*, caller: Caller, consent_id: Any, action: str = Action.CONSENT_READ) -> Consent:

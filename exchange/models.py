@@ -237,6 +237,8 @@ class Consent(models.Model):
         indexes = [
             models.Index(fields=["subject_token", "member"], name="consent_subject_idx"),
             models.Index(fields=["member", "-created_at", "-id"], name="consent_member_created_idx"),
+            # The evidence-reuse check: this member's consents with one evidence hash.
+            models.Index(fields=["member", "evidence_sha256"], name="consent_evidence_idx"),
         ]
 
     def __str__(self) -> str:
@@ -288,6 +290,9 @@ class Inquiry(models.Model):
         indexes = [
             models.Index(fields=["subject_token", "created_at"], name="inquiry_subject_idx"),
             models.Index(fields=["member", "-created_at", "-id"], name="inquiry_member_created_idx"),
+            # The compliance rules count every member's distinct subjects per hour over a time range:
+            # the range is read from this index alone (no INCLUDE: SQLite has none).
+            models.Index(fields=["created_at", "member", "subject_token"], name="inquiry_created_idx"),
         ]
 
     def __str__(self) -> str:
@@ -336,6 +341,7 @@ class Dispute(models.Model):
         indexes = [
             models.Index(fields=["record", "status"], name="dispute_record_idx"),
             models.Index(fields=["status", "due_at"], name="dispute_due_idx"),
+            models.Index(fields=["opened_at"], name="dispute_opened_idx"),  # disputes filed per day
         ]
 
     def __str__(self) -> str:
@@ -466,3 +472,15 @@ class SubmissionError(models.Model):
 
     def __str__(self) -> str:
         return f"submission {self.submission_id} line {self.line}"
+
+
+# Consent assurance and compliance alerts live in their own module (exchange/alerts.py, evidence.py).
+from exchange.compliance_models import (  # noqa: E402, F401 - registers the models
+    AlertKind,
+    AlertStatus,
+    ComplianceAlert,
+    EvidenceRequest,
+    EvidenceStatus,
+    InquiryHour,
+    RolledUpHour,
+)

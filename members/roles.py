@@ -42,6 +42,8 @@ _COMPLIANCE = [
     ("members", "member", ("view",)),
     ("members", "apikey", ("view",)),
     *[("exchange", model, ("view",)) for model in _EXCHANGE_DATA],
+    ("exchange", "evidencerequest", ("view", "add")),  # spot checks: open evidence requests
+    ("exchange", "compliancealert", ("view", "change")),  # change = close once reviewed
 ]
 
 
@@ -72,7 +74,11 @@ def _permission_name(apps: Any, app: str, model: str, codename: str) -> str:
     if codename == f"export_{model}":
         return "Can download audit exports and run chain verification"
     action = codename.removesuffix(f"_{model}")
-    return f"Can {action} {apps.get_model(app, model)._meta.verbose_name}"
+    try:
+        label = apps.get_model(app, model)._meta.verbose_name
+    except LookupError:  # a model newer than the migration state syncing the roles (post_migrate renames it)
+        label = model
+    return f"Can {action} {label}"
 
 
 def roles_sync(apps: Any, using: str = "default") -> None:

@@ -1,3 +1,3 @@
 """The exchange's pages in the admin console; importing this package registers them."""
 
-from exchange.admin import consents, disputes, members, records  # noqa: F401 - registration
+from exchange.admin import compliance, consents, disputes, members, records  # noqa: F401 - registration

@@ -109,3 +109,52 @@ def horizontal_bars(items: Sequence[tuple[str, int]], *, title: str, width: int 
         parts.append(f'<text x="{width / 2}" y="{top + 15}" text-anchor="middle" {FONT}>no data</text>')
     parts.append("</svg>")
     return mark_safe("".join(parts))  # noqa: S308 - every interpolated label is escaped above
+
+
+def columns_against_levels(
+    labels: Sequence[str],
+    values: Sequence[int],
+    levels: Sequence[tuple[str, float]],
+    *,
+    title: str,
+    width: int = 640,
+    height: int = 180,
+    label_every: int = 6,
+) -> SafeString:
+    """One column per label, with horizontal lines at named levels (a baseline, a threshold)."""
+    left, right, top, bottom = 40, 10, 28, 30
+    plot_w, plot_h = width - left - right, height - top - bottom
+    peak = _nice_max(int(max([*values, *(value for _name, value in levels)], default=0)) + 1)
+    slot = plot_w / max(len(labels), 1)
+    bar_w = max(2.0, slot * 0.7)
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="100%" '
+        f'role="img" aria-label="{escape(title)}" class="chart">',
+        f"<title>{escape(title)}</title>",
+        *_legend(["distinct subjects", *(name for name, _value in levels)], x=left, y=14),
+    ]
+    for tick in (0, peak):
+        y = top + plot_h * (1 - tick / peak)
+        parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>')
+        parts.append(f'<text x="{left - 4}" y="{y + 4:.1f}" text-anchor="end" {FONT} fill="#666">{tick}</text>')
+    for i, (label, value) in enumerate(zip(labels, values, strict=True)):
+        x = left + slot * i + (slot - bar_w) / 2
+        h = plot_h * value / peak
+        parts.append(
+            f'<rect x="{x:.1f}" y="{top + plot_h - h:.1f}" width="{bar_w:.1f}" height="{h:.1f}" fill="{PALETTE[0]}">'
+            f"<title>{escape(label)}: {value}</title></rect>"
+        )
+        if i % label_every == 0:
+            parts.append(
+                f'<text x="{x + bar_w / 2:.1f}" y="{top + plot_h + 14}" text-anchor="middle" {FONT} fill="#444">'
+                f"{escape(label)}</text>"
+            )
+    for n, (name, value) in enumerate(levels, start=1):
+        y = top + plot_h * (1 - value / peak)
+        dash = ' stroke-dasharray="6 4"' if n > 1 else ""
+        parts.append(
+            f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="{PALETTE[n % len(PALETTE)]}" '
+            f'stroke-width="2"{dash}><title>{escape(name)}: {value:g}</title></line>'
+        )
+    parts.append("</svg>")
+    return mark_safe("".join(parts))  # noqa: S308 - every interpolated label is escaped above

@@ -24,9 +24,20 @@ from django.views.decorators.cache import never_cache
 from audit.actions import Action
 from audit.actors import staff_actor
 from audit.services import audit_write
-from exchange.admin.charts import PALETTE, horizontal_bars, stacked_columns
+from exchange.admin.charts import PALETTE, columns_against_levels, horizontal_bars, stacked_columns
 from exchange.admin.console import audit_refusal
-from exchange.models import Dispute, DisputeStatus, Inquiry, Product, Record, RecordStatus, RecordVersion
+from exchange.alerts import volume_picture
+from exchange.models import (
+    AlertStatus,
+    ComplianceAlert,
+    Dispute,
+    DisputeStatus,
+    Inquiry,
+    Product,
+    Record,
+    RecordStatus,
+    RecordVersion,
+)
 from members.roles import DASHBOARD_PERMISSION
 
 WEEKS = 12
@@ -140,6 +151,29 @@ def dashboard_data(now: datetime | None = None) -> dict:
             members_by_inquiries, title=f"Inquiries by member, last {DAYS} days", color=PALETTE[1]
         ),
         "borrowers": borrowers,
+        **_compliance(now),
+    }
+
+
+def _compliance(now: datetime) -> dict:
+    """Open compliance alerts, and each busiest member's distinct subjects per hour over the last
+    24 hours against its own 7-day baseline (exchange/alerts.py)."""
+    open_alerts = ComplianceAlert.objects.filter(status=AlertStatus.OPEN)
+    return {
+        "alerts_open": open_alerts.count(),
+        "alerts_latest": list(open_alerts.select_related("member").order_by("-window_start", "kind")[:5]),
+        "volume_charts": [
+            (
+                picture.code,
+                columns_against_levels(
+                    [f"{hour:%H}h" for hour in picture.hours],
+                    picture.subjects,
+                    [("7-day median", picture.median), ("alert threshold", picture.threshold)],
+                    title=f"{picture.code}: distinct subjects per hour, last 24 hours, against its 7-day baseline",
+                ),
+            )
+            for picture in volume_picture(now)
+        ],
     }
 
 

@@ -20,6 +20,7 @@ EXPECTED_PG_INDEXES = {
     "audit_member_time_idx",
     "audit_subject_idx",
     "audit_seq_unique",
+    "audit_denied_time_idx",  # refusals by time, for the compliance alerts (0007)
 }
 # Indexes the earlier migrations made that 0005 drops (on SQLite, those that existed there).
 DROPPED = {

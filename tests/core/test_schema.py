@@ -46,8 +46,8 @@ def test_every_list_declares_a_cursor_and_a_bounded_page_size(schema):
         assert parameters["cursor"]["schema"] == {"type": "string"}, path
         bounds = parameters["page_size"]["schema"]
         assert (bounds["minimum"], bounds["maximum"]) == (1, settings.EXCHANGE_MAX_PAGE_SIZE), path
-    # records, history, consents, inquiries, disputes, submissions
-    assert lists == 6
+    # records, history, consents, inquiries, disputes, submissions, evidence requests
+    assert lists == 7
 
 
 @pytest.mark.parametrize("value", ["0", "-5", "abc", "501", "1.5", "", "٣"])

@@ -10,6 +10,7 @@ import pytest
 
 from config import api_urls
 from exchange.bulk import worker
+from exchange.evidence import evidence_requests_open
 from tests.conftest import Persona
 from tests.factories import consent, record, subject
 
@@ -44,7 +45,7 @@ OWNER_REFERENCE = "OWNER-LOAN-SECRET-7731"
 
 def build_world(owner: Persona, tmp_path) -> World:
     """One record (disputed by the owner itself, from its own inquiry), a consent, an inquiry,
-    a dispute and a processed bulk submission, all the owner's."""
+    a dispute, a processed bulk submission and an evidence request on the inquiry, all the owner's."""
     client = owner.client
     response = client.post("/api/v1/records", {"records": [record(OWNER_REFERENCE, 7)]}, format="json")
     assert response.status_code == 201, response.content
@@ -69,6 +70,7 @@ def build_world(owner: Persona, tmp_path) -> World:
     assert uploaded.status_code == 202, uploaded.content
     submission_id = uploaded.json()["id"]
     worker.submission_process(submission_id)
+    [spot_check] = evidence_requests_open(member=owner.member, actor="staff:carl", inquiry_ids=[inquiry_id])
     return World(
         owner=owner,
         ids={
@@ -77,6 +79,7 @@ def build_world(owner: Persona, tmp_path) -> World:
             "inquiry_id": inquiry_id,
             "dispute_id": filed.json()["id"],
             "submission_id": submission_id,
+            "evidence_request_id": str(spot_check.pk),
         },
         references=[OWNER_REFERENCE, "OWNER-BULK-1", "OWNER-BULK-2"],
     )

@@ -63,6 +63,20 @@ MATRIX: dict[tuple[str, str], dict[str, int]] = {
         "submit_only": 200,
         "query_only": 403,
     },
+    ("GET", "/api/v1/evidence-requests"): {"owner": 200, "peer": 200, "submit_only": 403, "query_only": 200},
+    ("GET", "/api/v1/evidence-requests/{evidence_request_id}"): {
+        "owner": 200,
+        "peer": 404,
+        "submit_only": 403,
+        "query_only": 200,
+    },
+    # The owner's query-only key answers first; the owner's own answer is then one too many.
+    ("POST", "/api/v1/evidence-requests/{evidence_request_id}/evidence"): {
+        "owner": 409,
+        "peer": 404,
+        "submit_only": 403,
+        "query_only": 200,
+    },
     ("GET", "/api/v1/submissions"): {"owner": 200, "peer": 200, "submit_only": 200, "query_only": 403},
     ("POST", "/api/v1/submissions"): {"owner": 202, "peer": 202, "submit_only": 202, "query_only": 403},
     ("GET", "/api/v1/submissions/{submission_id}"): {"owner": 200, "peer": 404, "submit_only": 200, "query_only": 403},
@@ -99,6 +113,8 @@ def request(client, method: str, path: str, world, caller: str):
         "/api/v1/disputes": {"inquiry_id": world.ids["inquiry_id"], "line": 0, "reason": "matrix"},
         "/api/v1/disputes/{dispute_id}/resolve": {"outcome": "upheld", "note": "matrix"},
     }
+    if template.endswith("/evidence"):
+        return client.generic("POST", path, f"signed authorisation {caller}".encode(), content_type="application/pdf")
     if template == "/api/v1/submissions":
         body = CSV.format(id=subject(n)["id_number"]).encode()
         return client.generic("POST", path, body, content_type="text/csv")
@@ -139,7 +155,8 @@ def test_each_caller_gets_its_status_and_nothing_of_the_owners(method, template,
         if response.status_code >= 400:
             assert response["Content-Type"] == "application/problem+json"
             code = response.json()["code"]
-            wanted = {401: "authentication_failed", 404: "not_found", 409: "conflict"}.get(response.status_code)
+            conflict = "already_answered" if template.endswith("/evidence") else "conflict"
+            wanted = {401: "authentication_failed", 404: "not_found", 409: conflict}.get(response.status_code)
             if caller == "suspended":
                 wanted = "member_suspended"
             elif caller.endswith("_only") and response.status_code == 403:

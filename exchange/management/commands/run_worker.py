@@ -1,5 +1,6 @@
 """`run_worker [--once]`: does the queued background work until stopped (or, with --once, until
-the queue is drained): bulk submissions, plus the audit sealing backstop on every round."""
+the queue is drained): bulk submissions, plus the audit sealing backstop on every round, and every
+EXCHANGE_ALERT_INTERVAL_SECONDS the compliance round (overdue evidence requests, alert rules)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import time
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
+from audit.actors import cli_actor
 from exchange.bulk import worker
+from exchange.schedule import compliance_schedule
 
 logger = logging.getLogger(__name__)
 
@@ -27,13 +30,17 @@ def _database_backend() -> bool:
 
 
 class Command(BaseCommand):
-    help = "Run background work (bulk submissions, audit sealing backstop); --once drains the queue and exits."
+    help = (
+        "Run background work (bulk submissions, audit sealing backstop, overdue evidence requests and compliance "
+        "alerts on schedule); --once drains the queue, does one compliance round and exits."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--once", action="store_true", help="drain the queue, then exit")
         parser.add_argument("--interval", type=float, default=2.0, help="seconds between rounds when idle")
 
     def handle(self, *args, once: bool, interval: float, verbosity: int, **options):
+        compliance = compliance_schedule(cli_actor("run_worker"))
         while True:
             recovered = worker.submissions_recover()
             if recovered:
@@ -49,6 +56,7 @@ class Command(BaseCommand):
                     "--interval=0",
                     verbosity=max(verbosity - 1, 0),
                 )
+            compliance.tick()
             worker.seal_backstop()
             if once:
                 return

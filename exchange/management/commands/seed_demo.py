@@ -1,6 +1,7 @@
 """Demo data for a first run: a living exchange. Members (one suspended) with printed keys, a few
 hundred borrowers, records furnished over 24 months (some updated since), consents and inquiries
-over 90 days, open, overdue and resolved disputes, and a console login per role. Safe to run again.
+over 90 days, open, overdue and resolved disputes, a member fishing (its compliance alerts raised),
+evidence requests in every state, and a console login per role. Safe to run again.
 
 Everything is made through the services, so the audit log holds one event per change, at the time
 the seed ran; afterwards the demo rows' own dates (`created_at`, `opened_at`, ...) are moved back
@@ -10,12 +11,15 @@ consent also go to a git-ignored `var/demo.env` that the README's tour sources.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import random
 import secrets
 import shlex
 import sys
+import uuid
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 
@@ -25,11 +29,24 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 from django.utils import timezone
 
-from audit.actors import cli_actor
+from audit.actors import cli_actor, staff_actor
+from core.problems import ApiError
 from exchange import consents, records, services
+from exchange.alerts import alerts_evaluate
 from exchange.disputes import Roles, dispute_open, dispute_open_by_staff, dispute_resolve
+from exchange.evidence import evidence_answer, evidence_mark_overdue, evidence_requests_open
 from exchange.inquiries import inquiry_create
-from exchange.models import Channel, Consent, Dispute, DisputeOutcome, Inquiry, Purpose, Record, RecordVersion
+from exchange.models import (
+    Channel,
+    Consent,
+    Dispute,
+    DisputeOutcome,
+    EvidenceRequest,
+    Inquiry,
+    Purpose,
+    Record,
+    RecordVersion,
+)
 from exchange.validation import parse_record
 from members.models import Member, MemberKind, MemberStatus, Scope
 from members.roles import AUDITOR, COMPLIANCE, OPERATOR
@@ -44,6 +61,8 @@ MEMBERS = [
     ("DEMO_FIN_F", "Demo Fintech F", MemberKind.FINTECH),
 ]
 SUSPENDED = "DEMO_FIN_F"  # furnished for a while, then suspended by the exchange
+FISHER = "DEMO_MICRO_D"  # queries far more borrowers than it has consents for: compliance alerts
+FISHING_SUBJECTS = 210  # distinct borrowers it queries within the hour the seed runs (floor: 200)
 # One staff login per console role (members/roles.py): user name, role group; plus `admin`.
 STAFF = [("operator", OPERATOR), ("compliance", COMPLIANCE), ("auditor", AUDITOR)]
 KEYED = MEMBERS[:2]  # the members whose keys are printed for the tour
@@ -66,6 +85,11 @@ def demo_resident_id(rng: random.Random) -> str:
     born = date(1960, 1, 1) + timedelta(days=rng.randrange(365 * 42))
     body = f"{rng.choice(REGIONS)}{born:%Y%m%d}{rng.randrange(1000):03d}"
     return body + "10X98765432"[sum(int(c) * w for c, w in zip(body, _WEIGHTS, strict=True)) % 11]
+
+
+def demo_document(member_code: str, index) -> bytes:
+    """The demo's stand-in for a borrower's signed authorisation (its SHA-256 is the consent's evidence)."""
+    return f"Demo signed authorisation: borrower {index} authorises {member_code} to query the exchange.".encode()
 
 
 def days_ago(rng: random.Random, span: int) -> int:
@@ -231,7 +255,7 @@ class Command(BaseCommand):
                     channel=rng.choice(Channel.values),
                     granted_at=granted,
                     expires_at=granted + timedelta(days=rng.randrange(180, 365)),
-                    evidence_sha256=secrets.token_hex(32),
+                    evidence_sha256=hashlib.sha256(demo_document(member.code, index)).hexdigest(),
                 )
                 Consent.objects.filter(pk=consent.pk).update(created_at=granted)
                 # Past inquiries by other members: the multi-lending signal of the tour borrower.
@@ -248,7 +272,81 @@ class Command(BaseCommand):
                 when = now - timedelta(days=asked, hours=rng.randrange(0, 10), minutes=rng.randrange(60))
                 Inquiry.objects.filter(pk=inquiry.pk).update(created_at=max(when, inquiry.consent.granted_at))
         self._disputes(rng, actor, inquiries, now)
+        self._fishing(rng, callers[FISHER], ids)
+        self._evidence(rng, actor, callers, inquiries, now)
+        alerts_evaluate(actor=actor, since=now - timedelta(days=INQUIRY_DAYS), notify=False)
         member_set_status(member=self._member(members, SUSPENDED), status=MemberStatus.SUSPENDED, actor=actor)
+
+    @staticmethod
+    def _fishing(rng: random.Random, fisher: services.Caller, ids: list[str]) -> None:
+        """The fisher, within this hour: a consent and an inquiry for each of FISHING_SUBJECTS
+        borrowers (inquiry_volume), inquiries with no consent at all (consent_denials), and one
+        signed authorisation registered for several borrowers (evidence_reuse)."""
+        now = timezone.now()
+        for index in rng.sample(range(len(ids)), FISHING_SUBJECTS):
+            borrower = {"id_type": "CN_RIC", "id_number": ids[index]}
+            consent = consents.consent_register(
+                caller=fisher,
+                subject=borrower,
+                purpose=Purpose.CREDIT_LINE_REVIEW,
+                channel=Channel.WEB,
+                granted_at=now - timedelta(minutes=5),
+                expires_at=now + timedelta(days=30),
+                evidence_sha256=hashlib.sha256(demo_document(fisher.member.code, f"fishing-{index}")).hexdigest(),
+            )
+            inquiry_create(caller=fisher, subject=borrower, consent_id=consent.pk, purpose=Purpose.CREDIT_LINE_REVIEW)
+        for index in range(25):
+            try:
+                inquiry_create(
+                    caller=fisher,
+                    subject={"id_type": "CN_RIC", "id_number": ids[index]},
+                    consent_id=uuid.uuid4(),
+                    purpose=Purpose.CREDIT_APPLICATION,
+                )
+            except ApiError:
+                pass  # consent_required, audited: what the rule counts
+        reused = hashlib.sha256(demo_document(fisher.member.code, "one signature for all")).hexdigest()
+        for index in range(3):
+            try:
+                consents.consent_register(
+                    caller=fisher,
+                    subject={"id_type": "CN_RIC", "id_number": ids[-1 - index]},
+                    purpose=Purpose.CREDIT_APPLICATION,
+                    channel=Channel.PAPER,
+                    granted_at=now - timedelta(days=1),
+                    expires_at=now + timedelta(days=60),
+                    evidence_sha256=reused,
+                )
+            except ApiError:
+                pass  # consent_evidence_reused, audited
+
+    @staticmethod
+    def _evidence(rng: random.Random, actor: str, callers: dict, inquiries: list, now) -> None:
+        """Spot checks of two members' past inquiries, in every state: verified (answered with the
+        document), mismatch (another document), overdue (never answered) and open."""
+        plan = {"DEMO_LENDER_B": ["verified", "verified", "verified", "mismatch", "overdue", "open"]}
+        plan["DEMO_CF_C"] = ["verified", "overdue", "open"]
+        plan[FISHER] = ["mismatch", "overdue", "open"]
+        for code, states in plan.items():
+            caller = callers[code]
+            past = [inquiry for inquiry, _asked, _index in inquiries if inquiry.member_id == caller.member.pk]
+            chosen = rng.sample(past, min(len(states), len(past)))
+            opened = evidence_requests_open(
+                member=caller.member, actor=staff_actor("compliance"), inquiry_ids=[i.pk for i in chosen]
+            )
+            for request, state, inquiry in zip(opened, states, chosen, strict=False):
+                age = rng.randrange(12, 30) if state == "overdue" else rng.randrange(1, 8)
+                opened_at = now - timedelta(days=age, hours=rng.randrange(8))
+                EvidenceRequest.objects.filter(pk=request.pk).update(
+                    opened_at=opened_at, due_at=opened_at + timedelta(days=settings.EXCHANGE_EVIDENCE_DAYS)
+                )
+                if state in ("verified", "mismatch"):
+                    index = next(i for inq, _a, i in inquiries if inq.pk == inquiry.pk)
+                    document = demo_document(code, index) if state == "verified" else b"an unsigned page"
+                    evidence_answer(
+                        caller=caller, request_id=request.pk, read=io.BytesIO(document).read, declared_size=None
+                    )
+        evidence_mark_overdue(actor=actor)
 
     @staticmethod
     def _member(members: list[Member], code: str) -> Member:

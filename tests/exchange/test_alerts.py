@@ -1,0 +1,353 @@
+"""Compliance alerts: every rule firing and not firing, by the personas; alerts stored once per
+window and updated, e-mailed to the compliance group once, printed by `compliance_alerts`, and
+evaluated on schedule by run_worker (with an injected clock, no sleeping)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import timedelta
+from io import StringIO
+
+import pytest
+from django.contrib.auth.models import Group, User
+from django.core import mail
+from django.core.management import call_command
+from django.utils import timezone
+
+from audit.models import AuditEvent
+from audit.services import audit_bulk_write
+from exchange.alerts import alerts_evaluate, volume_picture
+from exchange.evidence import evidence_mark_overdue, evidence_requests_open
+from exchange.models import ComplianceAlert, Dispute, EvidenceRequest, Inquiry, InquiryHour, Record, RolledUpHour
+from exchange.schedule import ComplianceRound, Every
+from members.roles import AUDITOR, COMPLIANCE
+from tests.factories import consent, record, subject
+
+pytestmark = pytest.mark.django_db
+
+ACTOR = "cli:test:compliance_alerts"
+
+
+def _hour(moment):
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
+@pytest.fixture
+def now():
+    return timezone.now()
+
+
+@pytest.fixture
+def last_hour(now):
+    """The last complete clock hour."""
+    return _hour(now) - timedelta(hours=1)
+
+
+def inquiries(member, hour, subjects: int, *, tag: str = "", repeat: int = 1) -> None:
+    """`subjects` distinct subjects queried by the member within `hour`, each `repeat` times."""
+    Inquiry.objects.bulk_create(
+        Inquiry(
+            member=member,
+            subject_token=hashlib.sha256(f"{tag}{member.code}{hour}{n}".encode()).hexdigest(),
+            purpose="credit_application",
+            created_at=hour + timedelta(seconds=(n * 3571 + r * 17) % 3600),
+        )
+        for n in range(subjects)
+        for r in range(repeat)
+    )
+
+
+def baseline(member, before, per_hour: int, *, hours_per_day: int = 8) -> None:
+    """A steady 7-day history: `per_hour` distinct subjects in each of `hours_per_day` office hours."""
+    for day in range(1, 8):
+        for h in range(hours_per_day):
+            inquiries(member, before - timedelta(days=day) + timedelta(hours=h), per_hour, tag=f"b{day}{h}")
+
+
+def refusals(member_code, at, times: int, *, action: str, why: str, **details) -> None:
+    audit_bulk_write(
+        [
+            AuditEvent(
+                occurred_at=at + timedelta(seconds=n),
+                actor=f"member:{member_code}",
+                member_code=member_code,
+                action=action,
+                outcome="denied",
+                details={"why": why, **details},
+            )
+            for n in range(times)
+        ]
+    )
+
+
+def kinds(alerts) -> list[tuple[str, str]]:
+    return sorted((a.member.code, a.kind) for a in alerts)
+
+
+# --- inquiry_volume -----------------------------------------------------------------------------
+
+
+def test_a_member_fishing_far_above_its_own_baseline_fires_inquiry_volume(bank_a, settings, last_hour):
+    settings.EXCHANGE_ALERT_SUBJECTS_PER_HOUR = 20
+    baseline(bank_a.member, last_hour, 5)
+    inquiries(bank_a.member, last_hour, 60, tag="fishing")
+    alerts, new = alerts_evaluate(actor=ACTOR)
+    [alert] = alerts
+    assert new == 1 and alert.kind == "inquiry_volume" and alert.member == bank_a.member
+    assert (alert.count, alert.threshold, alert.baseline) == (60, 20, 5)
+    assert alert.window_start == last_hour and alert.window_end == last_hour + timedelta(hours=1)
+    assert alert.first_at >= last_hour and alert.last_at < last_hour + timedelta(hours=1)
+
+
+def test_a_busy_honest_member_with_a_steady_baseline_does_not_fire(bank_a, bank_b, settings, last_hour):
+    settings.EXCHANGE_ALERT_SUBJECTS_PER_HOUR = 20
+    # Well above the floor every office hour, for a week: its own baseline sets its threshold (3 x 40).
+    baseline(bank_a.member, last_hour, 40)
+    inquiries(bank_a.member, last_hour, 55, tag="busy day")
+    # The same subjects asked again and again count once: distinct subjects, not inquiries.
+    inquiries(bank_b.member, last_hour, 15, repeat=10)
+    alerts, new = alerts_evaluate(actor=ACTOR)
+    assert alerts == [] and new == 0
+
+
+def test_the_absolute_floor_holds_for_a_member_without_history(bank_a, settings, last_hour):
+    settings.EXCHANGE_ALERT_SUBJECTS_PER_HOUR = 20
+    inquiries(bank_a.member, last_hour, 20)
+    assert alerts_evaluate(actor=ACTOR)[0] == []
+    inquiries(bank_a.member, last_hour, 1, tag="one more")
+    [alert] = alerts_evaluate(actor=ACTOR)[0]
+    assert alert.count == 21 and alert.threshold == 20
+
+
+# --- refusals ---------------------------------------------------------------------------------
+
+
+def test_consent_denials_fire_above_the_hourly_threshold(bank_a, bank_b, settings, last_hour):
+    settings.EXCHANGE_ALERT_DENIALS_PER_HOUR = 5
+    refusals(bank_a.code, last_hour, 6, action="inquiry.create", why="consent_not_found")
+    refusals(bank_b.code, last_hour, 5, action="inquiry.create", why="consent_expired")
+    refusals(bank_b.code, last_hour, 9, action="inquiry.create", why="reciprocity_required")  # not a consent
+    [alert] = alerts_evaluate(actor=ACTOR)[0]
+    assert (alert.member, alert.kind, alert.count, alert.threshold) == (bank_a.member, "consent_denials", 6, 5)
+
+
+def test_consent_denials_come_from_real_refused_inquiries(bank_a, settings):
+    settings.EXCHANGE_ALERT_DENIALS_PER_HOUR = 2
+    for n in range(3):
+        body = {"subject": subject(n), "consent_id": "00000000-0000-0000-0000-000000000000", "purpose": "other"}
+        body["purpose"] = "credit_application"
+        assert bank_a.client.post("/api/v1/inquiries", body, format="json").status_code == 403
+    assert kinds(alerts_evaluate(actor=ACTOR)[0]) == [(bank_a.code, "consent_denials")]
+
+
+def test_any_evidence_reuse_refusal_fires(bank_a, bank_b):
+    evidence = hashlib.sha256(b"one signature").hexdigest()
+    assert (
+        bank_a.client.post("/api/v1/consents", consent(1, evidence_sha256=evidence), format="json").status_code == 201
+    )
+    assert alerts_evaluate(actor=ACTOR)[0] == []
+    assert (
+        bank_a.client.post("/api/v1/consents", consent(2, evidence_sha256=evidence), format="json").status_code == 422
+    )
+    [alert] = alerts_evaluate(actor=ACTOR)[0]
+    assert (alert.member, alert.kind, alert.count) == (bank_a.member, "evidence_reuse", 1)
+
+
+def test_any_quota_refusal_fires_counting_the_aggregated_events(bank_a, bank_b, last_hour):
+    refusals(bank_a.code, last_hour, 3, action="inquiry.create", why="quota_exceeded", count=40)
+    refusals(bank_a.code, last_hour + timedelta(minutes=5), 1, action="dispute.open", why="quota_exceeded")
+    refusals(bank_b.code, last_hour, 3, action="inquiry.create", why="throttled", count=99)
+    [alert] = alerts_evaluate(actor=ACTOR)[0]
+    assert (alert.member, alert.kind, alert.count) == (bank_a.member, "quota_exceeded", 121)
+
+
+# --- evidence requests and disputes --------------------------------------------------------------
+
+
+def _requested(persona, n: int) -> EvidenceRequest:
+    granted = persona.client.post("/api/v1/consents", consent(n), format="json").json()
+    body = {"subject": subject(n), "consent_id": granted["id"], "purpose": "credit_application"}
+    inquiry_id = persona.client.post("/api/v1/inquiries", body, format="json").json()["id"]
+    return evidence_requests_open(member=persona.member, actor="staff:carl", inquiry_ids=[inquiry_id])[0]
+
+
+def test_evidence_failed_fires_on_a_mismatch_or_an_overdue_request_not_on_a_verified_one(bank_a, bank_b):
+    verified, mismatch = _requested(bank_a, 1), _requested(bank_a, 2)
+    late = _requested(bank_b, 3)
+
+    def send(request, body: bytes):
+        url = f"/api/v1/evidence-requests/{request.pk}/evidence"
+        return bank_a.client.generic("POST", url, body, content_type="application/pdf")
+
+    assert send(verified, b"consent 1").json()["status"] == "verified"  # the factory's evidence is sha256("consent n")
+    assert alerts_evaluate(actor=ACTOR)[0] == []
+    assert send(mismatch, b"something else").json()["status"] == "mismatch"
+    evidence_mark_overdue(actor="cli:worker", now=timezone.now() + timedelta(days=11))
+    EvidenceRequest.objects.filter(pk=late.pk).update(overdue_at=timezone.now())
+    alerts = alerts_evaluate(actor=ACTOR)[0]
+    assert kinds(alerts) == [(bank_a.code, "evidence_failed"), (bank_b.code, "evidence_failed")]
+    assert "1 mismatch" in next(a.detail for a in alerts if a.member == bank_a.member)
+
+
+def test_dispute_volume_fires_above_the_daily_threshold(bank_a, bank_b, settings):
+    settings.EXCHANGE_ALERT_DISPUTES_PER_DAY = 2
+    response = bank_b.client.post("/api/v1/records", {"records": [record("B-1", 1)]}, format="json")
+    furnished = Record.objects.get(pk=response.json()["results"][0]["id"])
+    today = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(minutes=1)
+
+    def file(persona, count):
+        for _ in range(count):
+            Dispute.objects.create(
+                record=furnished,
+                subject_token=furnished.subject_token,
+                filed_by=persona.member,
+                reason="The borrower does not recognise this loan.",
+                opened_at=today,
+                due_at=today + timedelta(days=20),
+            )
+
+    file(bank_a, 2)
+    assert alerts_evaluate(actor=ACTOR)[0] == []
+    file(bank_a, 1)
+    file(bank_b, 2)
+    [alert] = alerts_evaluate(actor=ACTOR)[0]
+    assert (alert.member, alert.kind, alert.count, alert.threshold) == (bank_a.member, "dispute_volume", 3, 2)
+
+
+# --- storing, auditing, e-mailing --------------------------------------------------------------
+
+
+def test_an_alert_is_raised_once_per_window_and_updated_as_it_grows(bank_a, last_hour):
+    refusals(bank_a.code, last_hour, 1, action="inquiry.create", why="quota_exceeded", count=5)
+    first, new = alerts_evaluate(actor=ACTOR)
+    assert new == 1 and first[0].count == 5
+    refusals(bank_a.code, last_hour + timedelta(minutes=30), 1, action="inquiry.create", why="quota_exceeded", count=7)
+    again, new = alerts_evaluate(actor=ACTOR)
+    assert new == 0 and [a.pk for a in again] == [first[0].pk]
+    assert ComplianceAlert.objects.get().count == 12
+    raised = AuditEvent.objects.filter(action="compliance_alert.raise")
+    assert raised.count() == 1 and raised.get().member_code == bank_a.code
+
+
+def test_new_alerts_are_emailed_once_to_the_compliance_group_only(bank_a, bank_b, last_hour):
+    carl = User.objects.create_user("carl", "carl@exchange.example", "x", is_staff=True)
+    carl.groups.add(Group.objects.get(name=COMPLIANCE))
+    quiet = User.objects.create_user("nomail", "", "x", is_staff=True)
+    quiet.groups.add(Group.objects.get(name=COMPLIANCE))
+    audrey = User.objects.create_user("audrey", "audrey@exchange.example", "x", is_staff=True)
+    audrey.groups.add(Group.objects.get(name=AUDITOR))
+    refusals(bank_a.code, last_hour, 1, action="inquiry.create", why="quota_exceeded")
+    refusals(bank_b.code, last_hour, 1, action="consent.register", why="consent_evidence_reused")
+    alerts_evaluate(actor=ACTOR)
+    [message] = mail.outbox
+    assert message.to == ["carl@exchange.example"]
+    assert "2 new compliance alerts" in message.subject
+    assert f"{bank_a.code} quota_exceeded" in message.body and f"{bank_b.code} evidence_reuse" in message.body
+    assert "/admin/exchange/compliancealert/" in message.body
+    alerts_evaluate(actor=ACTOR)
+    assert len(mail.outbox) == 1  # nothing new, nothing sent
+    assert ComplianceAlert.objects.filter(emailed_at__isnull=True).count() == 0
+
+
+def test_alerts_wait_for_a_recipient_rather_than_being_lost(bank_a, last_hour):
+    refusals(bank_a.code, last_hour, 1, action="inquiry.create", why="quota_exceeded")
+    alerts_evaluate(actor=ACTOR)
+    assert mail.outbox == [] and ComplianceAlert.objects.get().emailed_at is None
+    carl = User.objects.create_user("carl", "carl@exchange.example", "x", is_staff=True)
+    carl.groups.add(Group.objects.get(name=COMPLIANCE))
+    refusals(bank_a.code, last_hour + timedelta(hours=1), 1, action="inquiry.create", why="quota_exceeded")
+    alerts_evaluate(actor=ACTOR)
+    assert len(mail.outbox) == 1 and "2 new compliance alerts" in mail.outbox[0].subject
+
+
+def test_compliance_alerts_prints_each_alert_as_json_and_is_audited(bank_a, last_hour):
+    refusals(bank_a.code, last_hour, 2, action="inquiry.create", why="quota_exceeded", count=3)
+    out = StringIO()
+    call_command("compliance_alerts", "--json", stdout=out)
+    [line] = out.getvalue().splitlines()
+    row = json.loads(line)
+    assert set(row) == {"member", "kind", "count", "first_at", "last_at", "detail"}
+    assert (row["member"], row["kind"], row["count"]) == (bank_a.code, "quota_exceeded", 6)
+    event = AuditEvent.objects.get(action="compliance_alert.evaluate")
+    assert event.details["alerts"] == 1 and event.actor.startswith("cli:")
+    out = StringIO()
+    since = (last_hour + timedelta(hours=1)).isoformat()
+    call_command("compliance_alerts", "--since", since, stdout=out)
+    assert out.getvalue().strip().endswith(f"0 alerts (0 new) since {since}")
+
+
+def test_the_dashboard_picture_sets_each_member_against_its_own_baseline(bank_a, settings, now):
+    settings.EXCHANGE_ALERT_SUBJECTS_PER_HOUR = 20
+    baseline(bank_a.member, _hour(now), 10)
+    inquiries(bank_a.member, _hour(now) - timedelta(hours=2), 25, tag="recent")
+    [picture] = volume_picture(now)
+    assert picture.code == bank_a.code and picture.median == 10 and picture.threshold == 30
+    assert picture.peak == 25 and len(picture.subjects) == 24
+
+
+# --- the schedule (run_worker) -------------------------------------------------------------------
+
+
+def test_every_runs_when_first_ticked_then_once_per_interval():
+    clock = [1000.0]
+    runs = []
+    every = Every(300, lambda: runs.append(clock[0]), clock=lambda: clock[0])
+    assert every.tick() and runs == [1000.0]
+    clock[0] += 299
+    assert not every.tick()
+    clock[0] += 1
+    assert every.tick() and len(runs) == 2
+
+
+def test_a_failing_job_is_logged_and_tried_again_next_interval(caplog):
+    clock = [0.0]
+    calls = []
+
+    def job():
+        calls.append(1)
+        raise RuntimeError("database away")
+
+    every = Every(60, job, clock=lambda: clock[0])
+    assert every.tick()
+    clock[0] = 61
+    assert every.tick() and len(calls) == 2
+
+
+def test_the_compliance_round_marks_overdue_requests_and_raises_their_alerts(bank_a):
+    request = _requested(bank_a, 1)
+    later = request.due_at + timedelta(minutes=5)
+    round_ = ComplianceRound("cli:worker", now=lambda: later)
+    round_()
+    assert EvidenceRequest.objects.get(pk=request.pk).status == "overdue"
+    [alert] = ComplianceAlert.objects.all()
+    assert alert.kind == "evidence_failed" and alert.member == bank_a.member
+    assert round_.since == later
+
+
+def test_run_worker_does_a_compliance_round_on_its_schedule(bank_a, monkeypatch):
+    ticks = []
+
+    class FakeSchedule:
+        def tick(self):
+            ticks.append(1)
+            return True
+
+    from exchange.management.commands import run_worker
+
+    monkeypatch.setattr(run_worker, "compliance_schedule", lambda actor: FakeSchedule())
+    monkeypatch.setattr(run_worker, "_database_backend", lambda: False)
+    call_command("run_worker", "--once", stdout=StringIO())
+    assert ticks == [1]
+
+
+def test_past_hours_are_counted_once_then_read_from_the_hourly_roll_up(bank_a, settings, last_hour):
+    settings.EXCHANGE_ALERT_SUBJECTS_PER_HOUR = 20
+    baseline(bank_a.member, last_hour, 40)
+    inquiries(bank_a.member, last_hour, 55, tag="busy day")
+    assert alerts_evaluate(actor=ACTOR)[0] == []
+    assert InquiryHour.objects.filter(member=bank_a.member, subjects=40).count() == 7 * 8
+    assert RolledUpHour.objects.count() >= 7 * 24  # empty hours too: they are not counted again
+    # The baseline now comes from the roll-up: without it the threshold would fall to the floor.
+    Inquiry.objects.filter(created_at__lt=last_hour - timedelta(hours=1)).delete()
+    assert alerts_evaluate(actor=ACTOR)[0] == []
