@@ -33,6 +33,7 @@ class Action(models.TextChoices):
     DISPUTE_LIST = "dispute.list", "disputes listed"
     DISPUTE_READ = "dispute.read", "dispute read"
     DISPUTE_RESOLVE = "dispute.resolve", "dispute resolved"
+    OPRF_EVALUATE = "oprf.evaluate", "blind subjects evaluated"
     # members and keys
     MEMBER_CREATE = "member.create", "member created"
     MEMBER_UPDATE = "member.update", "member updated"

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from exchange.api import consents, disputes, inquiries, records, submissions
+from exchange.api import consents, disputes, inquiries, oprf, records, submissions
 from members.api import MeView
 
 urlpatterns = [
@@ -26,4 +26,6 @@ urlpatterns = [
         submissions.SubmissionErrorsView.as_view(),
         name="submission-errors",
     ),
+    path("oprf/key", oprf.OprfKeyView.as_view(), name="oprf-key"),
+    path("oprf/evaluate", oprf.OprfEvaluateView.as_view(), name="oprf-evaluate"),
 ]
