@@ -73,29 +73,24 @@ class BadElements(ValueError):
         self.errors = errors
 
 
-def decode_elements(values: Sequence[object]) -> list[bytes]:
-    """Base64 strings to checked elements (canonical, non-identity ristretto255); BadElements lists every bad one."""
-    elements: list[bytes] = []
-    errors: list[tuple[int, str]] = []
+def _decode(values: Sequence[object], errors: list[tuple[int, str]]) -> list[bytes | None]:
+    """Base64 strings to 32-byte strings; None (and an error) where that fails."""
+    raw: list[bytes | None] = []
     for index, value in enumerate(values):
+        decoded = None
         if not isinstance(value, str):
             errors.append((index, "must be a base64 string"))
-            continue
-        try:
-            raw = base64.b64decode(value, validate=True)
-        except (binascii.Error, ValueError):
-            errors.append((index, "is not valid base64"))
-            continue
-        if len(raw) != voprf.ELEMENT_BYTES:
-            errors.append((index, f"must decode to {voprf.ELEMENT_BYTES} bytes, not {len(raw)}"))
-            continue
-        try:
-            elements.append(voprf.check_element(raw))
-        except voprf.InvalidElement:
-            errors.append((index, "is not a canonical, non-identity ristretto255 element"))
-    if errors:
-        raise BadElements(errors)
-    return elements
+        else:
+            try:
+                decoded = base64.b64decode(value, validate=True)
+            except (binascii.Error, ValueError):
+                errors.append((index, "is not valid base64"))
+            else:
+                if len(decoded) != voprf.ELEMENT_BYTES:
+                    errors.append((index, f"must decode to {voprf.ELEMENT_BYTES} bytes, not {len(decoded)}"))
+                    decoded = None
+        raw.append(decoded)
+    return raw
 
 
 @dataclass(frozen=True)
@@ -105,15 +100,25 @@ class Evaluation:
     proof: bytes  # c || s, 64 bytes
 
 
-def evaluate_blinded(
-    elements: Sequence[bytes], key: OprfKey | None = None, *, proof_random: bytes | None = None
+def evaluate_encoded(
+    values: Sequence[object], key: OprfKey | None = None, *, proof_random: bytes | None = None
 ) -> Evaluation:
-    """BlindEvaluate a batch of checked elements with one batched proof over all of them, in order.
+    """BlindEvaluate base64 elements with one batched proof over all of them, in order.
 
+    Every element must be the canonical encoding of a ristretto255 element other than the
+    identity; otherwise BadElements lists every bad one by index and nothing is answered.
     `proof_random` fixes the proof's random scalar, for the RFC's test vectors only.
     """
     key = key or oprf_key()
-    evaluated, proof = voprf.blind_evaluate_batch(key.pair, elements, voprf.VOPRF, proof_random=proof_random)
+    errors: list[tuple[int, str]] = []
+    raw = _decode(values, errors)
+    try:
+        evaluated, proof = voprf.blind_evaluate_batch(key.pair, raw, voprf.VOPRF, proof_random=proof_random)
+    except voprf.InvalidElements as exc:
+        message = "is not a canonical, non-identity ristretto255 element"
+        errors.extend((index, message) for index in exc.indices if raw[index] is not None)
+    if errors:
+        raise BadElements(sorted(errors))
     return Evaluation(key_id=key.key_id, evaluated=evaluated, proof=proof)
 
 

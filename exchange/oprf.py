@@ -20,16 +20,15 @@ from exchange.services import Caller
 def oprf_evaluate(*, caller: Caller, blinded: Sequence[object]) -> oprf.Evaluation:
     """BlindEvaluate 1-1000 base64 elements with one batched proof; 422 lists every bad element by index."""
     try:
-        elements = oprf.decode_elements(blinded)
+        result = oprf.evaluate_encoded(blinded)
     except oprf.BadElements as exc:
         raise Invalid([{"index": i, "field": "blinded", "message": m} for i, m in exc.errors]) from None
-    result = oprf.evaluate_blinded(elements)
     # Audited before the answer leaves: an evaluation that cannot be recorded is not returned.
     with transaction.atomic():
         audit_write(
             action=Action.OPRF_EVALUATE,
             actor=caller.actor,
             member_code=caller.member.code,
-            details={"count": len(elements), "key_id": result.key_id},
+            details={"count": len(result.evaluated), "key_id": result.key_id},
         )
     return result

@@ -38,6 +38,14 @@ class InvalidElement(VoprfError):
     """Not the canonical encoding of a ristretto255 element, or the identity."""
 
 
+class InvalidElements(InvalidElement):
+    """Elements of a batch refused, by their index in it."""
+
+    def __init__(self, indices: list[int]):
+        super().__init__(f"{len(indices)} elements are not canonical, non-identity ristretto255 elements")
+        self.indices = indices
+
+
 class InvalidProof(VoprfError):
     """The evaluator's proof does not verify against the public key."""
 
@@ -221,15 +229,28 @@ def blind_evaluate(secret: bytes, blinded: bytes) -> bytes:
 
 
 def blind_evaluate_batch(
-    key: KeyPair, blinded: Sequence[bytes], ctx: Context = VOPRF, *, proof_random: bytes | None = None
+    key: KeyPair, blinded: Sequence[bytes | None], ctx: Context = VOPRF, *, proof_random: bytes | None = None
 ) -> tuple[list[bytes], bytes]:
     """BlindEvaluate of a batch with one proof: (evaluated elements, proof `c || s`).
 
-    Every element must already have passed check_element. `proof_random` is for test vectors only.
+    The multiplication checks each element: libsodium refuses a non-canonical encoding, and the
+    identity (the only element whose product is the identity). InvalidElements lists the refused
+    indices (None entries count as refused). `proof_random` is for test vectors only.
     """
     if not blinded:
         raise VoprfError("a batch holds at least one element")
-    evaluated = [_mult(key.secret, element) for element in blinded]
+    evaluated: list[bytes] = []
+    bad: list[int] = []
+    for index, element in enumerate(blinded):
+        if element is None or len(element) != ELEMENT_BYTES:
+            bad.append(index)
+            continue
+        try:
+            evaluated.append(_mult(key.secret, element))
+        except InvalidElement:
+            bad.append(index)
+    if bad:
+        raise InvalidElements(bad)
     return evaluated, generate_proof(key, blinded, evaluated, ctx, proof_random=proof_random)
 
 

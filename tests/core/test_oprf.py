@@ -29,15 +29,15 @@ def _b64(raw: bytes) -> str:
 @pytest.mark.parametrize("vector", vectors("voprf"), ids=["A.1.2.1", "A.1.2.2", "A.1.2.3-batch2"])
 def test_the_server_evaluates_the_rfc_vectors_with_the_rfc_proof(vector):
     key = _rfc_key()
-    elements = oprf.decode_elements([_b64(e) for e in vector["BlindedElement"]])
-    result = oprf.evaluate_blinded(elements, key, proof_random=vector["ProofRandomScalar"])
+    encoded = [_b64(e) for e in vector["BlindedElement"]]
+    result = oprf.evaluate_encoded(encoded, key, proof_random=vector["ProofRandomScalar"])
     assert result.evaluated == vector["EvaluationElement"]
     assert result.proof == vector["Proof"]
     # with a fresh random scalar the proof differs but still verifies
-    fresh = oprf.evaluate_blinded(elements, key)
+    fresh = oprf.evaluate_encoded(encoded, key)
     assert fresh.evaluated == vector["EvaluationElement"]
     assert fresh.proof != vector["Proof"]
-    assert voprf.verify_proof(key.pair.public, elements, fresh.evaluated, fresh.proof)
+    assert voprf.verify_proof(key.pair.public, vector["BlindedElement"], fresh.evaluated, fresh.proof)
 
 
 @pytest.mark.parametrize("vector", vectors("voprf"), ids=["A.1.2.1", "A.1.2.2", "A.1.2.3-batch2"])
@@ -50,7 +50,7 @@ def test_a_raw_id_evaluated_by_the_hub_equals_the_members_blind_path():
     key = oprf.oprf_key()
     inp = oprf_input("CN_RIC", "11010519491231002x")
     blind, blinded = voprf.blind(inp)
-    result = oprf.evaluate_blinded([blinded], key)
+    result = oprf.evaluate_encoded([_b64(blinded)], key)
     [output] = voprf.finalize_batch([inp], [blind], result.evaluated, [blinded], key.pair.public, result.proof)
     assert output == oprf.evaluate_subject("CN_RIC", "11010519491231002X")
     assert len(output) == 64
@@ -69,7 +69,7 @@ def test_bad_elements_are_listed_by_index_and_nothing_is_evaluated():
         good,
     ]
     with pytest.raises(oprf.BadElements) as caught:
-        oprf.decode_elements(values)
+        oprf.evaluate_encoded(values)
     assert [index for index, _ in caught.value.errors] == [1, 2, 3, 4, 5, 6]
 
 
