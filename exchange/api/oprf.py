@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 
-from drf_spectacular.utils import OpenApiExample, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_field, inline_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
 
@@ -37,11 +37,21 @@ KeyOutput = inline_serializer(
 )
 
 
+@extend_schema_field(
+    {
+        **_B64_ELEMENT,
+        "description": "base64 of a 32-byte ristretto255 element: a canonical encoding, not the identity",
+    }
+)
+class ElementField(serializers.JSONField):
+    """Schema only: core.oprf checks each element (base64, length, a valid ristretto255 encoding)."""
+
+
 class EvaluateInput(StrictSerializer):
     """The member's blinded elements, in the order it wants them back."""
 
     blinded = serializers.ListField(
-        child=serializers.JSONField(),
+        child=ElementField(),
         min_length=1,
         max_length=oprf.MAX_ELEMENTS,
         help_text="1 to 1000 blinded elements (RFC 9497 Blind), each base64 of a 32-byte ristretto255 element",
