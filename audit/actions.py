@@ -39,6 +39,7 @@ class Action(models.TextChoices):
     EVIDENCE_LIST = "evidence_request.list", "evidence requests listed"
     EVIDENCE_READ = "evidence_request.read", "evidence request read"
     EVIDENCE_ANSWER = "evidence_request.answer", "evidence request answered"
+    OPRF_EVALUATE = "oprf.evaluate", "blind subjects evaluated"
     # members and keys
     MEMBER_CREATE = "member.create", "member created"
     MEMBER_UPDATE = "member.update", "member updated"

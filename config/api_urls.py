@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from exchange.api import consents, disputes, evidence, inquiries, records, submissions
+from exchange.api import consents, disputes, evidence, inquiries, oprf, records, submissions
 from members.api import MeView
 
 urlpatterns = [
@@ -37,4 +37,6 @@ urlpatterns = [
         submissions.SubmissionErrorsView.as_view(),
         name="submission-errors",
     ),
+    path("oprf/key", oprf.OprfKeyView.as_view(), name="oprf-key"),
+    path("oprf/evaluate", oprf.OprfEvaluateView.as_view(), name="oprf-evaluate"),
 ]

@@ -19,6 +19,7 @@ def check_secrets(app_configs=None, **kwargs):
         "EXCHANGE_SUBJECT_KEY": settings.EXCHANGE_SUBJECT_KEY,
         "EXCHANGE_FIELD_KEYS": settings.EXCHANGE_FIELD_KEYS,
         "EXCHANGE_AUDIT_SIGNING_KEY": settings.EXCHANGE_AUDIT_SIGNING_KEY,
+        "EXCHANGE_OPRF_KEY": settings.EXCHANGE_OPRF_KEY,
     }
     for name, value in required.items():
         if not value:
@@ -34,6 +35,7 @@ def check_secrets(app_configs=None, **kwargs):
         "EXCHANGE_SUBJECT_KEY": lambda v: decode_key("EXCHANGE_SUBJECT_KEY", v),
         "EXCHANGE_FIELD_KEYS": parse_field_keys,
         "EXCHANGE_AUDIT_SIGNING_KEY": lambda v: decode_key("EXCHANGE_AUDIT_SIGNING_KEY", v),
+        "EXCHANGE_OPRF_KEY": lambda v: decode_key("EXCHANGE_OPRF_KEY", v),
     }
     for name, parse in parsers.items():
         value = required[name]

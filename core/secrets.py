@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import fcntl
 import os
 import secrets
 from pathlib import Path
@@ -15,6 +16,7 @@ SECRET_NAMES = (
     "EXCHANGE_SUBJECT_KEY",
     "EXCHANGE_FIELD_KEYS",
     "EXCHANGE_AUDIT_SIGNING_KEY",
+    "EXCHANGE_OPRF_KEY",
 )
 
 
@@ -46,21 +48,35 @@ def generate_secrets(current_field_keys: str | None = None) -> dict[str, str]:
         "EXCHANGE_SUBJECT_KEY": _b64(secrets.token_bytes(32)),
         "EXCHANGE_FIELD_KEYS": field_keys,
         "EXCHANGE_AUDIT_SIGNING_KEY": new_signing_key(),
+        "EXCHANGE_OPRF_KEY": _b64(secrets.token_bytes(32)),
     }
 
 
 def load_dev_keys(path: Path) -> dict[str, str]:
-    """Read the development key file, creating it (mode 0600) on first use."""
-    if not path.exists():
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another process wrote it first: use theirs
-            pass
-        else:
-            with os.fdopen(fd, "w") as fh:
+    """Read the development key file, creating it (mode 0600) on first use.
+
+    A secret the file lacks (a file from before that secret existed) is added to it. Writers hold a
+    lock and re-read under it, so that processes starting together agree on one value.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    except PermissionError:  # a read-only key file is used as it is
+        return _read_key_file(path)
+    with os.fdopen(fd, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        values = _read_key_file(path)
+        missing = [name for name in SECRET_NAMES if not values.get(name)]
+        if missing:
+            if not path.stat().st_size:
                 fh.write("# Development keys, generated once. Never use them in production.\n")
-                for name, value in generate_secrets().items():
-                    fh.write(f"{name}={value}\n")
+            fresh = generate_secrets()
+            for name in missing:
+                fh.write(f"{name}={fresh[name]}\n")
+                values[name] = fresh[name]
+    return values
+
+
+def _read_key_file(path: Path) -> dict[str, str]:
     values: dict[str, str] = {}
     for line in path.read_text().splitlines():
         line = line.strip()

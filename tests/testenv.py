@@ -12,6 +12,7 @@ TEST_SUBJECT_KEY = b"s" * 32
 TEST_FIELD_KEY = b"f" * 32
 TEST_FIELD_KEYS = "test1:" + base64.b64encode(TEST_FIELD_KEY).decode()  # key id "test1"
 TEST_AUDIT_SIGNING_KEY = b"a" * 32
+TEST_OPRF_KEY = b"o" * 32
 
 TEST_ENV = MappingProxyType(
     {
@@ -21,6 +22,7 @@ TEST_ENV = MappingProxyType(
         "EXCHANGE_SUBJECT_KEY": base64.b64encode(TEST_SUBJECT_KEY).decode(),
         "EXCHANGE_FIELD_KEYS": TEST_FIELD_KEYS,
         "EXCHANGE_AUDIT_SIGNING_KEY": base64.b64encode(TEST_AUDIT_SIGNING_KEY).decode(),
+        "EXCHANGE_OPRF_KEY": base64.b64encode(TEST_OPRF_KEY).decode(),
         "EXCHANGE_THROTTLE_RATE": "",
         "ALLOWED_HOSTS": "testserver,localhost,127.0.0.1",
     }

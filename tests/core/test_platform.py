@@ -104,7 +104,8 @@ def _manage(*args: str, **env: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize(
-    "missing", ["SECRET_KEY", "EXCHANGE_SUBJECT_KEY", "EXCHANGE_FIELD_KEYS", "EXCHANGE_AUDIT_SIGNING_KEY"]
+    "missing",
+    ["SECRET_KEY", "EXCHANGE_SUBJECT_KEY", "EXCHANGE_FIELD_KEYS", "EXCHANGE_AUDIT_SIGNING_KEY", "EXCHANGE_OPRF_KEY"],
 )
 def test_production_refuses_to_start_without_each_key(missing):
     env = {k: v for k, v in TEST_ENV.items() if k != missing}
@@ -128,7 +129,7 @@ def test_production_refuses_to_start_without_each_key(missing):
 def test_production_starts_with_every_key_and_never_prints_them():
     result = _manage("check", **TEST_ENV)
     assert result.returncode == 0, result.stderr
-    for name in ("EXCHANGE_SUBJECT_KEY", "EXCHANGE_FIELD_KEYS", "EXCHANGE_AUDIT_SIGNING_KEY"):
+    for name in ("EXCHANGE_SUBJECT_KEY", "EXCHANGE_FIELD_KEYS", "EXCHANGE_AUDIT_SIGNING_KEY", "EXCHANGE_OPRF_KEY"):
         assert TEST_ENV[name] not in result.stdout + result.stderr
 
 
@@ -136,13 +137,22 @@ def test_a_malformed_key_is_refused_by_name():
     result = _manage("check", **{**TEST_ENV, "EXCHANGE_SUBJECT_KEY": "c2hvcnQ="})
     assert result.returncode != 0
     assert "EXCHANGE_SUBJECT_KEY must decode to 32 bytes" in result.stderr
+    result = _manage("check", **{**TEST_ENV, "EXCHANGE_OPRF_KEY": "c2hvcnQ="})
+    assert result.returncode != 0
+    assert "EXCHANGE_OPRF_KEY must decode to 32 bytes" in result.stderr
 
 
 def test_generate_keys_prints_a_complete_env_file_keeping_current_field_keys():
     result = _manage("generate_keys", **TEST_ENV)
     assert result.returncode == 0, result.stderr
     lines = dict(line.split("=", 1) for line in result.stdout.strip().splitlines())
-    assert set(lines) == {"SECRET_KEY", "EXCHANGE_SUBJECT_KEY", "EXCHANGE_FIELD_KEYS", "EXCHANGE_AUDIT_SIGNING_KEY"}
+    assert set(lines) == {
+        "SECRET_KEY",
+        "EXCHANGE_SUBJECT_KEY",
+        "EXCHANGE_FIELD_KEYS",
+        "EXCHANGE_AUDIT_SIGNING_KEY",
+        "EXCHANGE_OPRF_KEY",
+    }
     ring = lines["EXCHANGE_FIELD_KEYS"].split(",")
     assert len(ring) == 2 and ring[1] == TEST_ENV["EXCHANGE_FIELD_KEYS"]
     # and they are valid: a production check passes with them

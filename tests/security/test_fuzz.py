@@ -38,7 +38,8 @@ EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "10"))
 # Refusals of schema-valid data by the rules no JSON Schema states, each named in its operation's
 # description: identifier check characters and birth dates, a passport's country, dates against
 # today and each other, the consent's window, ISO code lists, what exists (a report's lines, a
-# newer version), and the content of an uploaded file. Any other refusal of valid data fails.
+# newer version), a blinded element that is not a ristretto255 encoding, and the content of an
+# uploaded file. Any other refusal of valid data fails.
 BEYOND_SCHEMA = (
     "check character",
     "birth date",
@@ -63,6 +64,7 @@ BEYOND_SCHEMA = (
     "no new version",
     "no longer holds",
     "since withdrawn",
+    "ristretto255 element",
 )
 UPLOAD_CONTENT = ("The body is empty", "The file is not")
 
@@ -151,6 +153,8 @@ def valid_bodies(world) -> dict[tuple[str, str], object]:
         },
         ("POST", "/api/v1/disputes"): {"inquiry_id": ids["inquiry_id"], "line": 0, "reason": "again"},
         ("POST", "/api/v1/disputes/{dispute_id}/resolve"): {"outcome": "upheld", "note": "checked"},
+        # a valid blinded element (RFC 9497 Appendix A.1.2, test vector 1)
+        ("POST", "/api/v1/oprf/evaluate"): {"blinded": ["hj8zDMGhJZ7VpZmKI6z9N/tDUaeTpbPAkLZC3cQ5uUU="]},
     }
 
 

@@ -18,6 +18,9 @@ from tests.security.conftest import OWNER_REFERENCE, api_endpoints
 
 pytestmark = pytest.mark.django_db
 
+# A valid blinded element (RFC 9497 Appendix A.1.2, test vector 1).
+BLINDED = "hj8zDMGhJZ7VpZmKI6z9N/tDUaeTpbPAkLZC3cQ5uUU="
+
 CSV = (
     "member_reference,id_type,id_number,product,principal,amount_overdue,days_past_due,status,"
     "opened_on,delinquent_since,as_of,notice_sent_on\n"
@@ -77,6 +80,9 @@ MATRIX: dict[tuple[str, str], dict[str, int]] = {
         "submit_only": 403,
         "query_only": 200,
     },
+    # The OPRF key and evaluation hold nothing of anyone's: every member with either scope may call them.
+    ("GET", "/api/v1/oprf/key"): {"owner": 200, "peer": 200, "submit_only": 200, "query_only": 200},
+    ("POST", "/api/v1/oprf/evaluate"): {"owner": 200, "peer": 200, "submit_only": 200, "query_only": 200},
     ("GET", "/api/v1/submissions"): {"owner": 200, "peer": 200, "submit_only": 200, "query_only": 403},
     ("POST", "/api/v1/submissions"): {"owner": 202, "peer": 202, "submit_only": 202, "query_only": 403},
     ("GET", "/api/v1/submissions/{submission_id}"): {"owner": 200, "peer": 404, "submit_only": 200, "query_only": 403},
@@ -112,6 +118,7 @@ def request(client, method: str, path: str, world, caller: str):
         },
         "/api/v1/disputes": {"inquiry_id": world.ids["inquiry_id"], "line": 0, "reason": "matrix"},
         "/api/v1/disputes/{dispute_id}/resolve": {"outcome": "upheld", "note": "matrix"},
+        "/api/v1/oprf/evaluate": {"blinded": [BLINDED]},
     }
     if template.endswith("/evidence"):
         return client.generic("POST", path, f"signed authorisation {caller}".encode(), content_type="application/pdf")

@@ -16,5 +16,7 @@ class Command(BaseCommand):
             self.stdout.write(f"{name}={value}")
         self.stderr.write(
             "# Keep EXCHANGE_SUBJECT_KEY for the life of a database: a new one makes every stored "
-            "subject token unreachable. Keep the old audit signing key's public key for verifying old checkpoints."
+            "subject token unreachable. Keep EXCHANGE_OPRF_KEY too: a new one changes every blind value "
+            "and every member's pinned OPRF public key. Keep the old audit signing key's public key for "
+            "verifying old checkpoints."
         )
