@@ -10,6 +10,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
 from exchange.bulk import worker
+from members.limits import flood_summaries_write
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class Command(BaseCommand):
                     verbosity=max(verbosity - 1, 0),
                 )
             worker.seal_backstop()
+            flood_summaries_write()  # the totals of refusal floods whose minute has ended
             if once:
                 return
             time.sleep(interval)
