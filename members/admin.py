@@ -14,6 +14,7 @@ from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
 
 from audit.actors import staff_actor
+from audit.console import AuditedPages
 from members.models import ApiKey, Member, MemberStatus, Scope
 from members.services import api_key_issue, api_key_revoke, member_create, member_set_status, member_update
 
@@ -35,7 +36,8 @@ def when(moment) -> str:
 
 
 @admin.register(Member)
-class MemberAdmin(admin.ModelAdmin):
+class MemberAdmin(AuditedPages, admin.ModelAdmin):
+    audit_search = "text"  # codes and names of institutions
     list_display = ("code", "name", "kind", "status", "last_key_use", "created_at")
     list_filter = ("status", "kind")
     search_fields = ("code", "name")
@@ -131,7 +133,8 @@ class MemberAdmin(admin.ModelAdmin):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(AuditedPages, admin.ModelAdmin):
+    audit_search = "text"  # key prefixes and member codes
     list_display = ("prefix", "member", "scopes", "status", "created_at", "expires_at", "last_used_at")
     list_filter = ("member",)
     search_fields = ("prefix", "member__code")

@@ -46,6 +46,11 @@ QUOTA_BUCKETS = 24
 OPRF_PER_DAY = 1_000_000
 
 
+def clock() -> float:
+    """Seconds since the epoch (tests move it forward)."""
+    return time.time()
+
+
 class Quota(StrEnum):
     INQUIRIES = "inquiries"
     DISPUTES = "disputes"
@@ -118,7 +123,7 @@ def member_limits(member: Member) -> dict[str, Any]:
 
 def _over(key: str, *, limit: int, period: int, buckets: int, amount: int = 1) -> tuple[int | None, int]:
     """Count `amount` hits of `key`; (seconds until the count frees, if it is now past `limit`; bucket)."""
-    now = time.time()
+    now = clock()
     width_ms = period * 1000 // buckets
     now_ms = int(now * 1000)
     bucket = now_ms // width_ms
@@ -234,7 +239,7 @@ def _actor(scope: str) -> str:
 def flood_refusal(*, scope: str, code: str, action: str, member_code: str = "", **details: Any) -> None:
     """One refusal of a kind that comes in floods: counted per (scope, code, minute); only the
     minute's first writes an event (count 1), the total follows in a `limit.flood` event."""
-    now = time.time()
+    now = clock()
     minute = int(now // 60)
     key = f"{counters.FLOOD_PREFIX}{action}|{code}|{scope}"
     if counters.store().flood(key, minute, int(now)) != 1:
@@ -254,7 +259,7 @@ def flood_refusal(*, scope: str, code: str, action: str, member_code: str = "", 
 def flood_summaries_write() -> int:
     """A `limit.flood` event for each ended minute whose refusals of one scope and code were more
     than one; the number written. Safe to call from any process at any time."""
-    minute = int(time.time() // 60)
+    minute = int(clock() // 60)
     written = 0
     with transaction.atomic():
         for key, ended, count in counters.store().flood_ended(minute):
