@@ -18,6 +18,7 @@ from django.core.cache import caches
 from django.db import connection, transaction
 from django.db.models import F
 
+from core.prepared import default_connection
 from members.models import LimitCounter
 
 FLOOD_PREFIX = "flood|"
@@ -55,9 +56,10 @@ class DatabaseStore:
 
     def hit(self, key: str, bucket: int, lookback: int, expires: int, *, amount: int = 1) -> Hit:
         low = bucket - lookback
-        with connection.cursor() as cursor:
+        database = default_connection()  # not through Django's connection proxy: this runs on every call
+        with database.cursor() as cursor:
             cursor.execute(
-                self._hit_sql(connection.vendor), [key, bucket, amount, expires, key, low, bucket, key, low, bucket]
+                self._hit_sql(database.vendor), [key, bucket, amount, expires, key, low, bucket, key, low, bucket]
             )
             current, earlier, oldest = cursor.fetchone()
         if random.randrange(SWEEP_ONE_IN) == 0:

@@ -4,7 +4,10 @@ code is; anything typed into a token search box that is not a token (a raw ID, s
 
 from __future__ import annotations
 
+from io import StringIO
+
 import pytest
+from django.core.management import call_command
 from django.test import Client
 from django.urls import reverse
 
@@ -91,3 +94,11 @@ def test_a_staff_login_is_audited(db, settings):
     assert response.status_code == 302
     event = AuditEvent.objects.get(action="staff.login")
     assert (event.actor, event.outcome, event.object_type) == ("staff:olga", "ok", "user")
+
+
+def test_the_member_page_shows_its_limits_read_only(data, operator):
+    call_command("set_member_limits", "BANKA", "--inquiries-per-day", "7", stdout=StringIO())
+    member = Member.objects.get(code="BANKA")
+    page = operator.get(reverse("admin:members_member_change", args=[member.pk])).content.decode()
+    assert "inquiries per day: 7" in page
+    assert 'name="inquiries_per_day"' not in page and 'name="rate_limit"' not in page
