@@ -46,9 +46,11 @@ class DatabaseStore:
         q = connection.ops.quote_name
         table = q(LimitCounter._meta.db_table)
         key, bucket, count, expires = q("key"), q("bucket"), q("count"), q("expires")
-        earlier = f"FROM {table} c WHERE c.{key} = %s AND c.{bucket} >= %s AND c.{bucket} < %s"
+        # Named parameters: each value is sent once, however often the statement names it.
+        earlier = f"FROM {table} c WHERE c.{key} = %(key)s AND c.{bucket} >= %(low)s AND c.{bucket} < %(bucket)s"
         return (
-            f"INSERT INTO {table} ({key}, {bucket}, {count}, {expires}) VALUES (%s, %s, %s, %s) "  # noqa: S608 - fixed names
+            f"INSERT INTO {table} ({key}, {bucket}, {count}, {expires}) "  # noqa: S608 - fixed names
+            "VALUES (%(key)s, %(bucket)s, %(amount)s, %(expires)s) "
             f"ON CONFLICT ({key}, {bucket}) DO UPDATE SET {count} = {table}.{count} + EXCLUDED.{count} "
             f"RETURNING {count}, (SELECT COALESCE(SUM(c.{count}), 0) {earlier}), "
             f"(SELECT MIN(c.{bucket}) {earlier} AND c.{count} > 0)"
@@ -59,7 +61,8 @@ class DatabaseStore:
         database = default_connection()  # not through Django's connection proxy: this runs on every call
         with database.cursor() as cursor:
             cursor.execute(
-                self._hit_sql(database.vendor), [key, bucket, amount, expires, key, low, bucket, key, low, bucket]
+                self._hit_sql(database.vendor),
+                {"key": key, "bucket": bucket, "amount": amount, "expires": expires, "low": low},
             )
             current, earlier, oldest = cursor.fetchone()
         if random.randrange(SWEEP_ONE_IN) == 0:
