@@ -8,7 +8,6 @@ over a rolling period is one statement (database) or one pipeline (Redis) per ch
 
 from __future__ import annotations
 
-import random
 import time
 from dataclasses import dataclass
 from functools import cache
@@ -23,7 +22,6 @@ from members.models import LimitCounter
 
 FLOOD_PREFIX = "flood|"
 FLOOD_TTL = 24 * 3600  # a minute's refusal count is summarised long before this
-SWEEP_ONE_IN = 1000  # database store: about one hit in this many also deletes expired buckets
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +36,8 @@ def redis_configured() -> bool:
 
 
 class DatabaseStore:
-    """Counters in `members_limitcounter` (unlogged on PostgreSQL): one upsert per hit."""
+    """Counters in `members_limitcounter` (unlogged on PostgreSQL): one upsert per hit; buckets
+    past their use are deleted by `sweep` (run_worker, through limits.flood_summaries_write)."""
 
     @staticmethod
     @cache
@@ -65,8 +64,6 @@ class DatabaseStore:
                 {"key": key, "bucket": bucket, "amount": amount, "expires": expires, "low": low},
             )
             current, earlier, oldest = cursor.fetchone()
-        if random.randrange(SWEEP_ONE_IN) == 0:
-            self.sweep(expires - 2 * 86400)
         return Hit(current, int(earlier), oldest)
 
     def undo(self, key: str, bucket: int, *, amount: int = 1) -> None:

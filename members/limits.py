@@ -256,13 +256,18 @@ def flood_refusal(*, scope: str, code: str, action: str, member_code: str = "", 
     flood_summaries_write()
 
 
-def flood_summaries_write() -> int:
+def flood_summaries_write(*, sweep: bool = False) -> int:
     """A `limit.flood` event for each ended minute whose refusals of one scope and code were more
-    than one; the number written. Safe to call from any process at any time."""
-    minute = int(clock() // 60)
+    than one; the number written. Safe to call from any process at any time. With `sweep`, also
+    deletes the counting buckets no limit reads any more (run_worker does, every round)."""
+    now = clock()
+    minute = int(now // 60)
     written = 0
+    store = counters.store()
+    if sweep:
+        store.sweep(int(now))
     with transaction.atomic():
-        for key, ended, count in counters.store().flood_ended(minute):
+        for key, ended, count in store.flood_ended(minute):
             if count <= 1:
                 continue  # the minute's only refusal is its own event
             action, code, kind, who = key.removeprefix(counters.FLOOD_PREFIX).split("|", 3)

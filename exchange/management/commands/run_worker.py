@@ -51,7 +51,7 @@ class Command(BaseCommand):
                     verbosity=max(verbosity - 1, 0),
                 )
             worker.seal_backstop()
-            flood_summaries_write()  # the totals of refusal floods whose minute has ended
+            flood_summaries_write(sweep=True)  # refusal floods' totals; expired limit counters
             if once:
                 return
             time.sleep(interval)
