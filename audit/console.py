@@ -1,17 +1,19 @@
 """Console pages that show exchange or audit data leave a trace: each list and object page a staff
 user opens (GET, answered 200) writes one audit event naming the page, its filters, and its search
-when that is not personal data (a subject token or a member code is fine; a raw identifier never)."""
+when that is not personal data (a subject token or a member code is fine; a raw identifier never);
+a page refused for lack of permission writes a denied one."""
 
 from __future__ import annotations
 
 import re
 from typing import Any
 
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
 
 from audit.actions import Action
 from audit.actors import staff_actor
-from audit.services import audit_write
+from audit.services import audit_denied, audit_write
 
 _TOKEN = re.compile(r"[0-9a-f]{64}")
 _PAGING = {"p", "o", "q", "_changelist_filters", "_to_field", "_popup"}
@@ -52,14 +54,31 @@ class AuditedPages:
                 **fields,
             )
 
+    def _refused(self, request, action: str, object_id: str = "") -> None:
+        audit_denied(
+            action=action,
+            actor=staff_actor(request.user.get_username()),
+            why="permission",
+            object_type=self.opts.model_name,
+            object_id=object_id[:64],
+        )
+
     def changelist_view(self, request, extra_context=None):
-        response = super().changelist_view(request, extra_context=extra_context)
+        try:
+            response = super().changelist_view(request, extra_context=extra_context)
+        except PermissionDenied:
+            self._refused(request, self.audit_list_action)
+            raise
         if request.method == "GET" and response.status_code == 200:
             self._audit_page(request, self.audit_list_action, details=_listed(request, self.audit_search))
         return response
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
-        response = super().change_view(request, object_id, form_url, extra_context=extra_context)
+        try:
+            response = super().change_view(request, object_id, form_url, extra_context=extra_context)
+        except PermissionDenied:
+            self._refused(request, Action.CONSOLE_VIEW, str(object_id))
+            raise
         obj = (getattr(response, "context_data", None) or {}).get("original")
         if request.method == "GET" and response.status_code == 200 and obj is not None:
             self._audit_page(request, Action.CONSOLE_VIEW, object_id=obj.pk, **self.audit_scope(obj))

@@ -81,9 +81,15 @@ def test_member_and_key_searches_are_kept(data, operator, page):
     assert AuditEvent.objects.filter(action="console.list").latest("id").details == {"search": "BANKA"}
 
 
-def test_a_refused_page_writes_no_page_view(data, no_role):
+def test_a_refused_page_is_audited_as_denied(data, no_role):
     assert no_role.get(reverse("admin:exchange_record_changelist")).status_code == 403
-    assert not AuditEvent.objects.filter(action__in=["console.list", "console.view"]).exists()
+    assert no_role.get(reverse("admin:exchange_record_change", args=[data.record.pk])).status_code == 403
+    refused = AuditEvent.objects.filter(action__in=["console.list", "console.view"]).order_by("id")
+    assert [(e.action, e.outcome, e.details["why"], e.actor) for e in refused] == [
+        ("console.list", "denied", "permission", "staff:nobody"),
+        ("console.view", "denied", "permission", "staff:nobody"),
+    ]
+    assert refused[1].object_id == str(data.record.pk)
 
 
 def test_a_staff_login_is_audited(db, settings):
