@@ -40,6 +40,7 @@ class Action(models.TextChoices):
     EVIDENCE_READ = "evidence_request.read", "evidence request read"
     EVIDENCE_ANSWER = "evidence_request.answer", "evidence request answered"
     OPRF_EVALUATE = "oprf.evaluate", "blind subjects evaluated"
+    LIMIT_FLOOD = "limit.flood", "refusals of one minute, counted"
     # members and keys
     MEMBER_CREATE = "member.create", "member created"
     MEMBER_UPDATE = "member.update", "member updated"
@@ -47,6 +48,7 @@ class Action(models.TextChoices):
     API_KEY_ISSUE = "api_key.issue", "API key issued"
     API_KEY_REVOKE = "api_key.revoke", "API key revoked"
     MEMBER_SET_KEY_RECIPIENT = "member.set_key_recipient", "member key recipient set"
+    MEMBER_SET_LIMITS = "member.set_limits", "member limits set"
     # staff in the console
     STAFF_LOGIN_FAILED = "staff.login_failed", "staff login failed"
     STAFF_LOCKED_OUT = "staff.locked_out", "staff account locked out"
@@ -54,6 +56,9 @@ class Action(models.TextChoices):
     DASHBOARD_VIEW = "dashboard.view", "dashboard viewed"
     BORROWER_REPORT_VIEW = "borrower_report.view", "borrower report viewed"
     AUDIT_BROWSE = "audit.browse", "audit log browsed"
+    STAFF_LOGIN = "staff.login", "staff logged in"
+    CONSOLE_LIST = "console.list", "console list viewed"
+    CONSOLE_VIEW = "console.view", "console page viewed"
     # operations
     AUDIT_EXPORT = "audit.export", "audit log exported"
     AUDIT_VERIFY = "audit.verify", "audit chain verified"

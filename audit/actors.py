@@ -25,6 +25,11 @@ def key_actor(key_prefix: str | None) -> str:
     return _fit(f"key:{key_prefix}") if key_prefix else "anonymous"
 
 
+def client_actor(address: str) -> str:
+    """A client address, for refusals counted per address (failed authentications)."""
+    return _fit(f"client:{address}")
+
+
 def staff_actor(username: str) -> str:
     """A member of the exchange's staff in the console (also for a failed login under that name)."""
     return _fit(f"staff:{username}") if username else "anonymous"

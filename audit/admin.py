@@ -19,6 +19,7 @@ from django.utils import timezone
 from audit.actions import Action
 from audit.actors import staff_actor
 from audit.chain import EXPORT_FIELDS
+from audit.console import AuditedPages
 from audit.export import FORMATS, ExportError, export_events, manifest_path
 from audit.models import AuditEvent, Checkpoint, Outcome
 from audit.services import audit_write
@@ -48,7 +49,8 @@ class MemberCodeFilter(admin.AllValuesFieldListFilter):
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(ReadOnlyAdmin):
+class AuditEventAdmin(AuditedPages, ReadOnlyAdmin):
+    audit_list_action = Action.AUDIT_BROWSE
     list_display = ("seq", "occurred_at", "action", "outcome", "member_code", "actor", "object_type", "object_id")
     list_filter = ("occurred_at", "action", "outcome", ("member_code", MemberCodeFilter))
     # Exact matches only: tokens and request ids are looked up, never browsed by fragment.
@@ -70,14 +72,7 @@ class AuditEventAdmin(ReadOnlyAdmin):
         ]
 
     def changelist_view(self, request, extra_context=None):
-        if request.method == "GET" and self.has_view_permission(request):
-            # Browsing the log reads it: that too leaves a trace.
-            with transaction.atomic():
-                audit_write(
-                    action=Action.AUDIT_BROWSE,
-                    actor=staff_actor(request.user.get_username()),
-                    object_type="audit_event",
-                )
+        # Browsing the log reads it: that too leaves a trace (AuditedPages, as audit.browse).
         extra_context = {
             **(extra_context or {}),
             "chain_status": chain_status(),
@@ -149,7 +144,7 @@ class AuditEventAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Checkpoint)
-class CheckpointAdmin(ReadOnlyAdmin):
+class CheckpointAdmin(AuditedPages, ReadOnlyAdmin):
     list_display = ("seq", "signed_at", "hash", "public_key")
     ordering = ("-seq", "-id")
     show_full_result_count = False

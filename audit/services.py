@@ -11,7 +11,7 @@ from django.utils import timezone
 from audit import sealing
 from audit.models import AuditEvent, Outcome
 from audit.triggers import IMMUTABLE_COLUMNS
-from core.context import current_request_id
+from core.context import current_request_id, note_denial
 from core.prepared import default_connection, insert_one, insert_params, insert_statement, mark_saved
 
 # Keys that must never be stored in an event's details, whatever a caller passes.
@@ -112,6 +112,8 @@ def audit_write(
         details=details,
     )
     event_id = _insert_event(fields)
+    if outcome == Outcome.DENIED:
+        note_denial()
     return mark_saved(AuditEvent(id=event_id, **fields))
 
 

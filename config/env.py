@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 
@@ -14,8 +15,10 @@ __all__ = [
     "apply_dev_env_file",
     "decode_key",
     "env_bool",
+    "env_cache_url",
     "env_int",
     "env_list",
+    "env_networks",
     "env_rate",
     "env_str",
     "parse_field_keys",
@@ -70,6 +73,27 @@ def env_list(name: str, default: str) -> list[str]:
     if value is None:
         value = default
     return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def env_networks(name: str, default: str) -> list[str]:
+    """Comma-separated IP addresses or networks (`10.0.0.0/8`), checked."""
+    networks = env_list(name, default)
+    for network in networks:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise ImproperlyConfigured(f"{name} must list IP addresses or networks, not {network!r}") from None
+    return networks
+
+
+def env_cache_url(name: str) -> str | None:
+    """A Redis URL (`redis://`, `rediss://` or `unix://`), or None when unset."""
+    value = env_str(name)
+    if value is None:
+        return None
+    if not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ImproperlyConfigured(f"{name} must be a redis://host:port/db URL")
+    return value
 
 
 def read_env_file(path) -> dict[str, str]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from config.env import env_bool, env_int, env_list, env_rate, env_str
+from config.env import env_bool, env_cache_url, env_int, env_list, env_networks, env_rate, env_str
 from core.secrets import SECRET_NAMES, load_dev_keys
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -31,6 +31,14 @@ EXCHANGE_DISPUTE_DAYS = env_int("EXCHANGE_DISPUTE_DAYS", 20, minimum=1)
 EXCHANGE_RETENTION_YEARS = env_int("EXCHANGE_RETENTION_YEARS", 5, minimum=1)
 EXCHANGE_THROTTLE_RATE = env_rate("EXCHANGE_THROTTLE_RATE", "1200/minute")  # None: off
 EXCHANGE_RECIPROCITY_DAYS = env_int("EXCHANGE_RECIPROCITY_DAYS", 0)
+
+# Limits counted in one store for every process (members/limits.py, docs/security.md): the
+# database, or Redis when CACHE_URL names one.
+EXCHANGE_INQUIRY_QUOTA = env_int("EXCHANGE_INQUIRY_QUOTA", 20000)  # per rolling 24 hours; 0: none
+EXCHANGE_DISPUTE_QUOTA = env_int("EXCHANGE_DISPUTE_QUOTA", 200)
+EXCHANGE_AUTH_FAILURE_RATE = env_rate("EXCHANGE_AUTH_FAILURE_RATE", "60/minute")  # per client address
+EXCHANGE_TRUSTED_PROXIES = env_networks("EXCHANGE_TRUSTED_PROXIES", "")
+CACHE_URL = env_cache_url("CACHE_URL")
 
 # Limits on what one request may carry.
 EXCHANGE_MAX_JSON_BODY = env_int("EXCHANGE_MAX_JSON_BODY", 8 * 1024 * 1024, minimum=1024)
@@ -174,18 +182,23 @@ CONTENT_SECURITY_POLICY = {
 EXCHANGE_CSP_PAGES = ("/api/v1/docs",)  # API paths that are pages, under the pages' policy
 DATA_UPLOAD_MAX_MEMORY_SIZE = EXCHANGE_MAX_JSON_BODY
 
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+CACHES = {
+    "default": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
+        if CACHE_URL
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    )
+}
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["members.authentication.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["members.permissions.IsActiveMember"],
     "DEFAULT_THROTTLE_CLASSES": ["members.throttling.MemberRateThrottle"],
-    "DEFAULT_THROTTLE_RATES": {"member": EXCHANGE_THROTTLE_RATE},
     "DEFAULT_PARSER_CLASSES": ["core.parsers.StrictJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_CONTENT_NEGOTIATION_CLASS": "core.negotiation.AuthenticateFirst",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "core.problems.exception_handler",
+    "EXCEPTION_HANDLER": "members.refusals.exception_handler",
     "UNAUTHENTICATED_USER": None,
 }
 

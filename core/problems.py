@@ -37,6 +37,7 @@ TITLES = {
     "consent_evidence_reused": "Consent evidence registered for another subject",
     "already_answered": "Already answered",
     "throttled": "Too many requests",
+    "quota_exceeded": "Quota exceeded",
     "unavailable": "Service unavailable",
     "internal_error": "Internal error",
 }
@@ -50,6 +51,7 @@ class ApiError(exceptions.APIException):
         self.status_code = status_code
         self.problem_code = code
         self.errors = errors
+        self.headers: dict[str, str] | None = None  # e.g. Retry-After
 
 
 class Forbidden(ApiError):
@@ -140,7 +142,7 @@ def _response(status_code: int, code: str, detail: str, errors=None, headers=Non
 def exception_handler(exc: Exception, context: dict) -> Response:
     """DRF's exception handler, answering problem+json for every error."""
     if isinstance(exc, ApiError):
-        return _response(exc.status_code, exc.problem_code, str(exc.detail), exc.errors)
+        return _response(exc.status_code, exc.problem_code, str(exc.detail), exc.errors, headers=exc.headers)
     if isinstance(exc, (Http404, exceptions.NotFound)):
         return _response(404, "not_found", "No such object.")
     if isinstance(exc, (exceptions.NotAuthenticated, exceptions.AuthenticationFailed)):

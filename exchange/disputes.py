@@ -25,6 +25,7 @@ from core.problems import ApiError, Forbidden, Invalid, NotFound
 from exchange.models import Dispute, DisputeOutcome, DisputeStatus, Inquiry, Record
 from exchange.records import withdraw_locked
 from exchange.services import Caller, audit_denied
+from members.limits import Quota, quota_take
 from members.models import Scope
 
 MAX_TEXT = 2000
@@ -170,6 +171,7 @@ def dispute_open(*, caller: Caller, inquiry_id: Any, line: Any, reason: Any) -> 
             raise _invalid("line", "does not exist: this report has no lines")
         raise _invalid("line", f"must be a line number of this report, 0 to {len(lines) - 1}")
     reason = _clean_text(reason, "reason", required=True)
+    quota_take(caller.member, Quota.DISPUTES, action=Action.DISPUTE_OPEN)  # 429 past the 24-hour quota
     with transaction.atomic():
         record = Record.objects.select_for_update().filter(pk=lines[line]).first()
         refusal = _open_refusal(caller, record, inquiry, line)

@@ -26,6 +26,7 @@ from exchange.models import (
 )
 from exchange.services import Caller, audit_denied, parse_subject_or_invalid
 from exchange.validation import format_money
+from members.limits import Quota, quota_take
 from members.models import Member
 
 _CODE_DAYS = {"1": 30, "2": 60, "3": 90, "4": 120, "5": 150, "6": 180, "7": 180}
@@ -224,6 +225,7 @@ def inquiry_create(*, caller: Caller, subject: Any, consent_id: Any, purpose: st
             "consent_required",
             "No active consent registered by you for this subject and purpose; register one first.",
         )
+    quota_take(caller.member, Quota.INQUIRIES, action=Action.INQUIRY_CREATE)  # 429 past the 24-hour quota
     rows, counts = _report_rows(member=caller.member, subject_token=token, now=now)
     summary, lines, line_records = build_report(rows, member=caller.member, today=now.date())
     result = {

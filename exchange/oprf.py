@@ -1,7 +1,7 @@
 """Blind subjects: evaluating a member's blinded elements under the exchange's VOPRF key.
 
-The elements are never stored; the call is audited as one event with its count. The daily OPRF
-quota is not enforced here yet.
+The elements are never stored; the call is audited as one event with its count, and the elements
+count against the member's OPRF quota of any rolling 24 hours (members.limits).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from audit.services import audit_write
 from core import oprf
 from core.problems import Invalid
 from exchange.services import Caller
+from members.limits import Quota, quota_take
 
 
 def oprf_evaluate(*, caller: Caller, blinded: Sequence[object]) -> oprf.Evaluation:
@@ -23,6 +24,8 @@ def oprf_evaluate(*, caller: Caller, blinded: Sequence[object]) -> oprf.Evaluati
         result = oprf.evaluate_encoded(blinded)
     except oprf.BadElements as exc:
         raise Invalid([{"index": i, "field": "blinded", "message": m} for i, m in exc.errors]) from None
+    # Counted against the member's OPRF elements per 24 hours (429 quota_exceeded past it, nothing counted).
+    quota_take(caller.member, Quota.OPRF, action=Action.OPRF_EVALUATE, amount=len(result.evaluated))
     # Audited before the answer leaves: an evaluation that cannot be recorded is not returned.
     with transaction.atomic():
         audit_write(

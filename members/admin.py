@@ -16,7 +16,9 @@ from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
 
 from audit.actors import staff_actor
+from audit.console import AuditedPages
 from members.custody import recipient_clean
+from members.limits import MEMBER_FIELDS, member_limits
 from members.models import ApiKey, Member, MemberStatus, Scope
 from members.services import api_key_issue, api_key_revoke, member_create, member_set_status, member_update
 
@@ -62,13 +64,20 @@ def issued_keys_response(request, model_admin, issued: list[tuple[Member, str, s
 
 
 @admin.register(Member)
-class MemberAdmin(admin.ModelAdmin):
+class MemberAdmin(AuditedPages, admin.ModelAdmin):
     form = MemberForm
+    audit_search = "text"  # codes and names of institutions
     list_display = ("code", "name", "kind", "status", "last_key_use", "created_at")
     list_filter = ("status", "kind")
     search_fields = ("code", "name")
-    readonly_fields = ("status", "last_key_use", "created_at", "updated_at", "api_keys")
+    readonly_fields = ("status", "last_key_use", "created_at", "updated_at", "api_keys", "limits")
+    exclude = MEMBER_FIELDS  # set with `set_member_limits` (audited), shown in `limits`
     actions = ("issue_key", "suspend", "reactivate")
+
+    @admin.display(description="limits in force")
+    def limits(self, obj: Member) -> str:
+        shown = {name: value for name, value in member_limits(obj).items() if name != "member"}
+        return ", ".join(f"{name.replace('_', ' ')}: {value if value else 'none'}" for name, value in shown.items())
 
     def get_queryset(self, request):
         return members_with_key_use(super().get_queryset(request))
@@ -192,7 +201,8 @@ class MemberAdmin(admin.ModelAdmin):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(AuditedPages, admin.ModelAdmin):
+    audit_search = "text"  # key prefixes and member codes
     list_display = ("prefix", "member", "scopes", "status", "created_at", "expires_at", "last_used_at")
     list_filter = ("member",)
     search_fields = ("prefix", "member__code")

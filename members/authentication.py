@@ -7,11 +7,9 @@ from datetime import timedelta
 from django.utils import timezone
 from rest_framework import authentication, exceptions
 
-from audit.actions import Action
-from audit.actors import key_actor
-from audit.models import Outcome
-from audit.services import audit_write
+from core.context import reset_denial
 from core.prepared import PreparedQuery
+from members import limits
 from members.keys import key_matches, split_key
 from members.models import ApiKey
 
@@ -21,7 +19,7 @@ LAST_USED_RESOLUTION = timedelta(minutes=1)
 # The key and its member in one query, compiled once (core/prepared.py): this runs on every call,
 # so it reads only what the check and the caller need (no creation or update times).
 _KEY_FIELDS = ("prefix", "key_hash", "scopes", "expires_at", "revoked_at", "last_used_at")
-_MEMBER_FIELDS = ("code", "name", "kind", "status")
+_MEMBER_FIELDS = ("code", "name", "kind", "status", *limits.MEMBER_FIELDS)
 _KEY_BY_PREFIX = PreparedQuery(
     lambda prefix: (
         ApiKey.objects.select_related("member")
@@ -33,14 +31,12 @@ _KEY_BY_PREFIX = PreparedQuery(
 )
 
 
-def _refuse(reason: str, prefix: str = "", member_code: str = "") -> exceptions.AuthenticationFailed:
-    audit_write(
-        action=Action.AUTHENTICATE,
-        actor=key_actor(prefix),
-        outcome=Outcome.DENIED,
-        member_code=member_code,
-        details={"why": reason},
-    )
+def _refuse(request, reason: str, prefix: str = "", member_code: str = "") -> Exception:
+    """The 401 to raise, or the 429 once the caller's address is past its failed-authentication
+    rate; audited aggregated per address and minute (members/limits.py)."""
+    throttled = limits.auth_failure(request, why=reason, prefix=prefix, member_code=member_code)
+    if throttled is not None:
+        return throttled
     messages = {
         "malformed": "The API key is malformed.",
         "unknown": "The API key is not valid.",
@@ -54,24 +50,25 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
     keyword = "Bearer"
 
     def authenticate(self, request):
+        reset_denial()  # a new request: none of its refusals is on record yet
         header = request.META.get("HTTP_AUTHORIZATION", "")
         if not header:
             return None
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise _refuse("malformed")
+            raise _refuse(request, "malformed")
         token = token.strip()
         prefix = split_key(token)
         if prefix is None:
-            raise _refuse("malformed")
+            raise _refuse(request, "malformed")
         key = _KEY_BY_PREFIX.first(prefix=prefix)
         if key is None or not key_matches(token, key.key_hash):
-            raise _refuse("unknown", prefix)
+            raise _refuse(request, "unknown", prefix)
         now = timezone.now()
         if key.revoked_at is not None:
-            raise _refuse("revoked", prefix, key.member.code)
+            raise _refuse(request, "revoked", prefix, key.member.code)
         if key.expires_at is not None and key.expires_at <= now:
-            raise _refuse("expired", prefix, key.member.code)
+            raise _refuse(request, "expired", prefix, key.member.code)
         if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
             ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
             key.last_used_at = now

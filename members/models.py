@@ -45,6 +45,12 @@ class Member(models.Model):
     key_recipient = models.CharField(max_length=100, blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
+    # The member's own limits (`set_member_limits`); blank or NULL: the deployment's default
+    # (members/limits.py). A quota of 0 means none.
+    rate_limit = models.CharField(max_length=32, blank=True, default="", help_text="e.g. 1200/minute")
+    inquiries_per_day = models.PositiveIntegerField(null=True, blank=True)
+    disputes_per_day = models.PositiveIntegerField(null=True, blank=True)
+    oprf_per_day = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["code"]
@@ -117,3 +123,21 @@ class ApiKey(models.Model):
         if self.expires_at and self.expires_at <= timezone.now():
             return "expired"
         return "active"
+
+
+class LimitCounter(models.Model):
+    """One counting bucket of a limit in the database store (members/limits.py): hits of `key`
+    during bucket number `bucket` (time divided by the bucket's width). Written with one upsert per
+    hit; rows past `expires` (epoch seconds) are swept away."""
+
+    pk = models.CompositePrimaryKey("key", "bucket")
+    key = models.CharField(max_length=120)
+    bucket = models.BigIntegerField()
+    count = models.IntegerField(default=0)
+    expires = models.BigIntegerField()
+
+    class Meta:
+        indexes = [models.Index(fields=["expires"], name="limit_counter_expires_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.key}@{self.bucket}={self.count}"

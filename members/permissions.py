@@ -7,6 +7,7 @@ from rest_framework import exceptions, permissions
 from audit.actions import Action
 from audit.models import Outcome
 from audit.services import audit_write
+from members import limits
 
 
 class ScopeRequired(exceptions.PermissionDenied):
@@ -36,7 +37,9 @@ class IsActiveMember(permissions.BasePermission):
 
     def has_permission(self, request, view) -> bool:
         if request.auth is None:
-            raise exceptions.NotAuthenticated()
+            # No key at all: a failed authentication too, limited and audited per address.
+            throttled = limits.auth_failure(request, why="missing")
+            raise throttled or exceptions.NotAuthenticated()
         member = request.user
         if not member.is_active:
             _deny(request, view, "member_suspended")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -12,6 +13,7 @@ from audit.actions import Action
 from audit.services import audit_write
 from members.custody import key_seal, recipient_clean
 from members.keys import new_key
+from members.limits import Rate
 from members.models import ApiKey, Member, MemberKind, MemberStatus, Scope
 
 
@@ -166,5 +168,51 @@ def member_update(*, member: Member, name: str, kind: str, actor: str) -> Member
         object_type="member",
         object_id=member.id,
         details={"fields": changed},
+    )
+    return member
+
+
+_UNCHANGED: Any = object()
+
+
+@transaction.atomic
+def member_set_limits(
+    *,
+    member: Member,
+    actor: str,
+    rate: str | None = _UNCHANGED,
+    inquiries_per_day: int | None = _UNCHANGED,
+    disputes_per_day: int | None = _UNCHANGED,
+    oprf_per_day: int | None = _UNCHANGED,
+) -> Member:
+    """Set the member's own limits (None: back to the default; a quota of 0: none); those not
+    passed stay as they are."""
+    given = {
+        "rate_limit": rate,
+        "inquiries_per_day": inquiries_per_day,
+        "disputes_per_day": disputes_per_day,
+        "oprf_per_day": oprf_per_day,
+    }
+    given = {field: value for field, value in given.items() if value is not _UNCHANGED}
+    if given.get("rate_limit") is not None:
+        try:
+            Rate.parse(given["rate_limit"])
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from None
+    for field, value in given.items():
+        if field != "rate_limit" and value is not None and (isinstance(value, bool) or value < 0):
+            raise ValidationError(f"{field} must be a whole number, 0 or more")
+    member = Member.objects.select_for_update().get(pk=member.pk)
+    for field, value in given.items():
+        setattr(member, field, (value or "") if field == "rate_limit" else value)
+    if given:
+        member.save(update_fields=[*given, "updated_at"])
+    audit_write(
+        action=Action.MEMBER_SET_LIMITS,
+        actor=actor,
+        member_code=member.code,
+        object_type="member",
+        object_id=member.id,
+        details={"set": {field: getattr(member, field) for field in given}},
     )
     return member

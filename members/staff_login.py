@@ -1,5 +1,5 @@
 """Staff log-in protection: django-axes locks an account or address out after repeated failures
-(settings: AXES_*); each failure and each lock-out also goes into the audit log.
+(settings: AXES_*); each log-in, each failure and each lock-out also goes into the audit log.
 
 Audited from auth's signals because the log-in flow is Django's, not a service of ours. The typed
 user name is recorded only when it names an existing account, so a mistyped secret (or a
@@ -11,7 +11,7 @@ from __future__ import annotations
 from axes.backends import AxesStandaloneBackend
 from axes.signals import user_locked_out
 from django.contrib.auth import get_user_model
-from django.contrib.auth.signals import user_login_failed
+from django.contrib.auth.signals import user_logged_in, user_login_failed
 from django.db import transaction
 from django.dispatch import receiver
 
@@ -61,3 +61,11 @@ def audit_login_failed(sender, credentials, request=None, **kwargs) -> None:
 @receiver(user_locked_out, dispatch_uid="members.audit_locked_out")
 def audit_locked_out(sender, request, username, ip_address, **kwargs) -> None:
     _audit(Action.STAFF_LOCKED_OUT, {"username": username})
+
+
+@receiver(user_logged_in, dispatch_uid="members.audit_logged_in")
+def audit_logged_in(sender, request, user, **kwargs) -> None:
+    with transaction.atomic():
+        audit_write(
+            action=Action.STAFF_LOGIN, actor=staff_actor(user.get_username()), object_type="user", object_id=user.pk
+        )

@@ -1,19 +1,18 @@
-"""Per-member request rate limit (EXCHANGE_THROTTLE_RATE)."""
+"""Per-member request rate limit (EXCHANGE_THROTTLE_RATE, or the member's own), counted in the
+shared store of members/limits.py so that it holds across every process."""
 
 from __future__ import annotations
 
-from django.conf import settings
-from rest_framework.throttling import SimpleRateThrottle
+from rest_framework.throttling import BaseThrottle
+
+from members import limits
 
 
-class MemberRateThrottle(SimpleRateThrottle):
-    scope = "member"
+class MemberRateThrottle(BaseThrottle):
+    """Runs after authentication and permissions: only members with a valid key reach it (failed
+    authentications are limited per address, members/limits.auth_failure)."""
 
-    def get_rate(self):
-        # Read at request time so the setting can change (tests, reloads) without import-time state.
-        return settings.EXCHANGE_THROTTLE_RATE
-
-    def get_cache_key(self, request, view):
-        if request.auth is None:
-            return self.cache_format % {"scope": "anon", "ident": self.get_ident(request)}
-        return self.cache_format % {"scope": self.scope, "ident": request.user.pk}
+    def allow_request(self, request, view) -> bool:
+        if request.auth is not None:
+            limits.rate_check(request.user, key_prefix=request.auth.prefix)  # raises the 429
+        return True

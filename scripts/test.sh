@@ -37,6 +37,19 @@ if [ ! -x /usr/bin/chromium ] && ! command -v chromium >/dev/null 2>&1; then
   fi
 fi
 
+# --- redis-server for the Redis store of the limits (tests/security/test_limits_live.py) ----
+# Debian's package; without it the Redis half of that test skips, saying so.
+if ! command -v redis-server >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    step "installing redis-server (Debian package) for the limits' Redis store test"
+    { DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; } ||
+      echo "redis-server could not be installed: the Redis store test will be skipped"
+  else
+    echo "no redis-server and not root: the Redis store test will be skipped"
+  fi
+fi
+
 # --- axe-core for the browser test's accessibility checks (scripts/install-axe.sh) -------
 scripts/install-axe.sh || echo "axe-core could not be installed: the browser test will fail"
 

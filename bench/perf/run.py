@@ -53,7 +53,7 @@ BENCH_ENV = {
     "DJANGO_SETTINGS_MODULE": "bench.perf.settings",
     "DEBUG": "0",
     "SECURE_SSL_REDIRECT": "0",
-    "EXCHANGE_THROTTLE_RATE": "",
+    "EXCHANGE_THROTTLE_RATE": os.environ.get("BENCH_THROTTLE_RATE", ""),  # a rate: the limit check measured
     "ALLOWED_HOSTS": "127.0.0.1,localhost,testserver",
     "SECRET_KEY": "bench-secret-key-not-for-production-" + "x" * 20,
     "EXCHANGE_SUBJECT_KEY": base64.b64encode(b"s" * 32).decode(),

@@ -23,6 +23,7 @@ from django.urls import path, reverse
 
 from audit.actions import Action
 from audit.actors import staff_actor
+from audit.console import AuditedPages
 from audit.services import audit_denied, audit_write
 from core.console import ReadOnlyMixin
 from core.problems import ApiError
@@ -59,8 +60,9 @@ class Tool:
     label: str
 
 
-class ServiceOnlyAdmin(ReadOnlyMixin, admin.ModelAdmin):
-    """Lists and read-only pages; changes only through the views of each admin, which call services."""
+class ServiceOnlyAdmin(ReadOnlyMixin, AuditedPages, admin.ModelAdmin):
+    """Lists and read-only pages (each view audited); changes only through the views of each admin,
+    which call services."""
 
     change_form_template = "admin/exchange/console_change_form.html"
     encrypted_fields: tuple[str, ...] = ()  # revealable one at a time, audited
@@ -113,10 +115,6 @@ class ServiceOnlyAdmin(ReadOnlyMixin, admin.ModelAdmin):
         obj = self.get_object(request, admin.utils.unquote(object_id))
         extra_context = {**(extra_context or {}), "console_tools": self.tools(request, obj) if obj else []}
         return super().change_view(request, object_id, form_url, extra_context=extra_context)
-
-    def audit_scope(self, obj: models.Model) -> dict[str, Any]:
-        """member_code and subject_token of the audit events about `obj`."""
-        return {"member_code": "", "subject_token": getattr(obj, "subject_token", "")}
 
     def _object_or_404(self, request: HttpRequest, object_id: str) -> models.Model:
         if not self.has_view_permission(request):

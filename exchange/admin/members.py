@@ -59,6 +59,7 @@ class ExchangeMemberAdmin(MemberAdmin):
         "created_at",
         "updated_at",
         "api_keys",
+        "limits",
     )
 
     def get_queryset(self, request):

@@ -17,7 +17,7 @@ PRODUCT = [
 ]
 # callable name -> position of its action argument when passed positionally
 AUDITING = {"audit_write": None, "audit_denied": 1, "audit_read": 1, "audit_refusal": 1, "deny": 1, "ConsoleAction": 1}
-ACTOR_PREFIXES = ("staff:", "member:", "cli:", "key:")
+ACTOR_PREFIXES = ("staff:", "member:", "cli:", "key:", "client:")
 
 
 def _calls(tree: ast.AST):

@@ -98,6 +98,21 @@ def test_a_full_batch_of_1000_is_evaluated(bank_a):
     assert voprf.verify_proof(oprf.oprf_key().pair.public, blinded, evaluated, base64.b64decode(body["proof"]))
 
 
+@pytest.mark.django_db  # a refused key is counted against the client address, in the database
 def test_no_key_no_evaluation(outsider):
     assert outsider.get(KEY_URL).status_code == 401
     assert outsider.post(EVAL_URL, {"blinded": ["AAAA"]}, format="json").status_code == 401
+
+
+def test_evaluations_count_against_the_members_daily_oprf_quota(bank_a):
+    from audit.actors import cli_actor
+    from members.services import member_set_limits
+
+    member_set_limits(member=bank_a.member, actor=cli_actor("test"), oprf_per_day=5)
+    three = [_b64(voprf.blind(b"q%d" % n)[1]) for n in range(3)]
+    assert bank_a.client.post(EVAL_URL, {"blinded": three}, format="json").status_code == 200
+    refused = bank_a.client.post(EVAL_URL, {"blinded": three}, format="json")  # 6 > 5
+    assert (refused.status_code, refused.json()["code"]) == (429, "quota_exceeded")
+    assert int(refused["Retry-After"]) > 0
+    two = three[:2]  # the refused call counted nothing: 3 + 2 = 5 still fits
+    assert bank_a.client.post(EVAL_URL, {"blinded": two}, format="json").status_code == 200

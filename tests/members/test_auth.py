@@ -89,7 +89,15 @@ def test_refused_authentication_is_audited_without_the_key(bank_a):
     bearer(prefix + "_" + "B" * 43).get("/api/v1/me")
     event = AuditEvent.objects.filter(action="auth.authenticate").latest("id")
     assert event.outcome == "denied"
-    assert event.details == {"why": "unknown"}
+    # Aggregated per address and minute (members/limits.py): the minute's first refusal.
+    assert event.details == {
+        "why": "authentication_failed",
+        "first_reason": "unknown",
+        "prefix": prefix,
+        "count": 1,
+        "minute": event.details["minute"],
+    }
+    assert event.actor == "client:127.0.0.1"
     assert bank_a.key[len(split_key(bank_a.key)) + 1 :] not in str(event.__dict__)
 
 

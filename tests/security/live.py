@@ -120,7 +120,15 @@ def create_member(code: str, env: dict[str, str]) -> str:
 class Server:
     """gunicorn serving config.wsgi on a free loopback port."""
 
-    def __init__(self, env: dict[str, str], *, workers: int = 2, threads: int = 4, log: Path | None = None):
+    def __init__(
+        self,
+        env: dict[str, str],
+        *,
+        workers: int = 2,
+        threads: int = 4,
+        log: Path | None = None,
+        extra_args: tuple[str, ...] = (),
+    ):
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = log or Path(tempfile.mkstemp(prefix="exchange-live-server.", suffix=".log")[1])
@@ -140,6 +148,7 @@ class Server:
             "--graceful-timeout",
             "5",
             "--no-control-socket",
+            *extra_args,
         ]
         self._log_file = self.log.open("wb")
         self.process = subprocess.Popen(
@@ -168,6 +177,45 @@ class Server:
                 self.process.kill()
                 self.process.wait()
         self._log_file.close()
+
+
+def redis_available() -> bool:
+    return shutil.which("redis-server") is not None
+
+
+class ThrowawayRedis:
+    """A redis-server on a free loopback port in a temporary folder, nothing saved to disk."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="exchange-live-redis."))
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> ThrowawayRedis:
+        command = [shutil.which("redis-server") or "redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
+        command += ["--dir", str(self.dir), "--save", "", "--appendonly", "no", "--protected-mode", "yes"]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        return self
+            except OSError:
+                time.sleep(0.05)
+        self.destroy()
+        raise RuntimeError("redis-server did not come up")
+
+    def destroy(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def call(

@@ -1,0 +1,283 @@
+"""Limits that hold across every process of a deployment (counted in members/counters.py's store).
+
+- per member: the request rate (EXCHANGE_THROTTLE_RATE), inquiries, disputes filed and OPRF
+  elements per rolling 24 hours; a member's own values (`set_member_limits`) replace the defaults;
+- per client address: failed authentications (EXCHANGE_AUTH_FAILURE_RATE).
+
+A limit of N per period P is counted in buckets of P/6 (rates) or of one hour (24-hour quotas): a
+request is allowed while the current bucket and the 6 (or 24) before it hold at most N. So no
+P-long stretch of time ever holds more than N, and a limit used up frees within 7/6 P (25 hours
+for a quota). A refused request is taken back out of the member's count (a member that retries
+too early is not punished); a failed authentication past the limit still counts.
+
+Refusals that come in floods are audited aggregated (docs/security.md): the first refusal of a
+minute per (address or member, code) writes its event with `count` 1; the minute's total, when
+above one, goes into one `limit.flood` event once the minute has ended (written at the next such
+first refusal of any scope, and by `run_worker` on every round).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from functools import lru_cache
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from rest_framework import status
+
+from audit.actions import Action
+from audit.actors import client_actor, member_actor
+from audit.models import Outcome
+from audit.services import audit_denied, audit_write
+from core.problems import ApiError
+from members import counters
+from members.models import Member
+
+PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+RATE_BUCKETS = 6
+DAY = 86400
+QUOTA_BUCKETS = 24
+OPRF_PER_DAY = 1_000_000
+
+
+def clock() -> float:
+    """Seconds since the epoch (tests move it forward)."""
+    return time.time()
+
+
+class Quota(StrEnum):
+    INQUIRIES = "inquiries"
+    DISPUTES = "disputes"
+    OPRF = "oprf"
+
+
+# The member's field holding its own value (NULL: the deployment's default).
+QUOTA_FIELDS = {Quota.INQUIRIES: "inquiries_per_day", Quota.DISPUTES: "disputes_per_day", Quota.OPRF: "oprf_per_day"}
+# What the checks read of a member: loaded with it by the key lookup (members/authentication.py).
+MEMBER_FIELDS = ("rate_limit", *QUOTA_FIELDS.values())
+
+
+def _default_quota(quota: Quota) -> int:
+    if quota == Quota.INQUIRIES:
+        return settings.EXCHANGE_INQUIRY_QUOTA
+    if quota == Quota.DISPUTES:
+        return settings.EXCHANGE_DISPUTE_QUOTA
+    return OPRF_PER_DAY
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    count: int
+    period: int  # seconds
+
+    @classmethod
+    def parse(cls, text: str) -> Rate:
+        """`1200/minute` (DRF's form: second, minute, hour, day, or their first letter)."""
+        count, sep, period = text.strip().partition("/")
+        if not sep or not count.isdigit() or int(count) < 1 or period[:1] not in PERIODS:
+            raise ValueError(f"a rate looks like 1200/minute, not {text!r}")
+        return cls(int(count), PERIODS[period[:1]])
+
+
+class TooManyRequests(ApiError):
+    """429 `throttled` or `quota_exceeded`, with Retry-After."""
+
+    def __init__(self, code: str, detail: str, retry_after: int):
+        super().__init__(status.HTTP_429_TOO_MANY_REQUESTS, code, detail)
+        self.retry_after = retry_after
+        self.headers = {"Retry-After": str(retry_after)}
+
+
+# --- a member's limits ---------------------------------------------------------------------------
+
+
+def member_rate(member: Member) -> Rate | None:
+    text = member.rate_limit or settings.EXCHANGE_THROTTLE_RATE
+    return Rate.parse(text) if text else None
+
+
+def member_quota(member: Member, quota: Quota) -> int:
+    """The member's quota per rolling 24 hours; 0: none."""
+    own = getattr(member, QUOTA_FIELDS[quota])
+    return _default_quota(quota) if own is None else own
+
+
+def member_limits(member: Member) -> dict[str, Any]:
+    """The limits in force for a member (its own, else the defaults), as `set_member_limits` prints them."""
+    rate = member.rate_limit or settings.EXCHANGE_THROTTLE_RATE or None
+    return {
+        "member": member.code,
+        "rate": rate,
+        **{f"{quota.value}_per_day": member_quota(member, quota) for quota in Quota},
+    }
+
+
+# --- counting ------------------------------------------------------------------------------------
+
+
+def _over(key: str, *, limit: int, period: int, buckets: int, amount: int = 1) -> tuple[int | None, int]:
+    """Count `amount` hits of `key`; (seconds until the count frees, if it is now past `limit`; bucket)."""
+    now = clock()
+    width_ms = period * 1000 // buckets
+    now_ms = int(now * 1000)
+    bucket = now_ms // width_ms
+    hit = counters.store().hit(key, bucket, buckets, int(now) + period + period // buckets + 60, amount=amount)
+    if hit.current + hit.earlier <= limit:
+        return None, bucket
+    oldest = hit.oldest if hit.oldest is not None else bucket
+    return max(1, math.ceil(((oldest + buckets + 1) * width_ms - now_ms) / 1000)), bucket
+
+
+def rate_check(member: Member, *, key_prefix: str = "") -> None:
+    """The member's request rate: one round trip to the store; past it, 429 `throttled`."""
+    rate = member_rate(member)
+    if rate is None:
+        return
+    key = f"rate|{member.code}"
+    retry, bucket = _over(key, limit=rate.count, period=rate.period, buckets=RATE_BUCKETS)
+    if retry is None:
+        return
+    counters.store().undo(key, bucket)
+    flood_refusal(
+        scope=f"m|{member.code}", code="throttled", action=Action.API_ACCESS, member_code=member.code, key=key_prefix
+    )
+    raise TooManyRequests("throttled", f"Request limit reached; retry in {retry} seconds.", retry)
+
+
+def quota_take(member: Member, quota: Quota, *, action: str, amount: int = 1) -> None:
+    """Count `amount` against one of the member's 24-hour quotas; past it, 429 `quota_exceeded`
+    (and nothing counted)."""
+    limit = member_quota(member, quota)
+    if not limit:
+        return
+    key = f"quota|{quota.value}|{member.code}"
+    retry, bucket = _over(key, limit=limit, period=DAY, buckets=QUOTA_BUCKETS, amount=amount)
+    if retry is None:
+        return
+    counters.store().undo(key, bucket, amount=amount)
+    flood_refusal(
+        scope=f"m|{member.code}", code="quota_exceeded", action=action, member_code=member.code, quota=quota.value
+    )
+    detail = f"The {quota.value} quota of {limit} per 24 hours is used up; retry in {retry} seconds."
+    raise TooManyRequests("quota_exceeded", detail, retry)
+
+
+# --- failed authentication by client address -----------------------------------------------------
+
+
+@lru_cache(maxsize=8)
+def _networks(proxies: tuple[str, ...]) -> tuple:
+    return tuple(ipaddress.ip_network(p, strict=False) for p in proxies)
+
+
+def _ip(text: str):
+    try:
+        return ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
+
+
+def client_address(request) -> str:
+    """The caller's address: REMOTE_ADDR, or, when that is one of EXCHANGE_TRUSTED_PROXIES, the
+    right-most X-Forwarded-For entry that is not a trusted proxy (entries to its left are the
+    client's own word and never trusted). IPv6 counts by /64, the block one host is given."""
+    remote = _ip(request.META.get("REMOTE_ADDR", ""))
+    proxies = _networks(tuple(settings.EXCHANGE_TRUSTED_PROXIES))
+    if remote is not None and proxies and any(remote in net for net in proxies):
+        for entry in reversed(request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")):
+            forwarded = _ip(entry)
+            if forwarded is None:
+                break
+            remote = forwarded
+            if not any(forwarded in net for net in proxies):
+                break
+    if remote is None:
+        return "unknown"
+    if remote.version == 6:
+        if remote.ipv4_mapped is not None:
+            return str(remote.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{remote}/64", strict=False))
+    return str(remote)
+
+
+def auth_failure(request, *, why: str, prefix: str = "", member_code: str = "") -> TooManyRequests | None:
+    """Count a failed authentication of the request's address (one round trip) and audit it
+    aggregated; the 429 to raise instead of 401 once the address is past EXCHANGE_AUTH_FAILURE_RATE."""
+    address = client_address(request)
+    retry = None
+    if settings.EXCHANGE_AUTH_FAILURE_RATE:
+        rate = Rate.parse(settings.EXCHANGE_AUTH_FAILURE_RATE)
+        retry, _bucket = _over(f"authfail|{address}", limit=rate.count, period=rate.period, buckets=RATE_BUCKETS)
+    code = "authentication_failed" if retry is None else "throttled"
+    details = {"first_reason": why, **({"prefix": prefix} if prefix else {})}
+    flood_refusal(scope=f"a|{address}", code=code, action=Action.AUTHENTICATE, member_code=member_code, **details)
+    if retry is None:
+        return None
+    return TooManyRequests(
+        "throttled", f"Too many failed authentications from this address; retry in {retry} seconds.", retry
+    )
+
+
+# --- refusals in floods, audited per minute ------------------------------------------------------
+
+
+def _minute_text(minute: int) -> str:
+    return datetime.fromtimestamp(minute * 60, UTC).strftime("%Y-%m-%dT%H:%MZ")
+
+
+def _actor(scope: str) -> str:
+    kind, _, who = scope.partition("|")
+    return member_actor(who) if kind == "m" else client_actor(who)
+
+
+def flood_refusal(*, scope: str, code: str, action: str, member_code: str = "", **details: Any) -> None:
+    """One refusal of a kind that comes in floods: counted per (scope, code, minute); only the
+    minute's first writes an event (count 1), the total follows in a `limit.flood` event."""
+    now = clock()
+    minute = int(now // 60)
+    key = f"{counters.FLOOD_PREFIX}{action}|{code}|{scope}"
+    if counters.store().flood(key, minute, int(now)) != 1:
+        return
+    audit_denied(
+        action=action,
+        actor=_actor(scope),
+        why=code,
+        member_code=member_code,
+        minute=_minute_text(minute),
+        count=1,
+        **{k: v for k, v in details.items() if v},
+    )
+    flood_summaries_write()
+
+
+def flood_summaries_write(*, sweep: bool = False) -> int:
+    """A `limit.flood` event for each ended minute whose refusals of one scope and code were more
+    than one; the number written. Safe to call from any process at any time. With `sweep`, also
+    deletes the counting buckets no limit reads any more (run_worker does, every round)."""
+    now = clock()
+    minute = int(now // 60)
+    written = 0
+    store = counters.store()
+    if sweep:
+        store.sweep(int(now))
+    with transaction.atomic():
+        for key, ended, count in store.flood_ended(minute):
+            if count <= 1:
+                continue  # the minute's only refusal is its own event
+            action, code, kind, who = key.removeprefix(counters.FLOOD_PREFIX).split("|", 3)
+            scope = f"{kind}|{who}"
+            audit_write(
+                action=Action.LIMIT_FLOOD,
+                actor=_actor(scope),
+                outcome=Outcome.DENIED,
+                member_code=who if kind == "m" else "",
+                details={"action": action, "why": code, "minute": _minute_text(ended), "count": count},
+            )
+            written += 1
+    return written

@@ -1,0 +1,297 @@
+"""Limits by persona: a member's request rate and 24-hour quotas (429 throttled / quota_exceeded with
+Retry-After), a member's own limits (set_member_limits), failed authentications per client address
+(a valid key from the same address still works), and refusals audited aggregated, per minute.
+
+The cross-process proof (two gunicorn workers, database and Redis stores) is
+tests/security/test_limits_live.py; the stores themselves, tests/members/test_limits_stores.py."""
+
+from __future__ import annotations
+
+import json
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.test import RequestFactory
+from rest_framework.test import APIClient
+
+from audit.models import AuditEvent
+from members import limits
+from members.models import Member
+from tests.conftest import bearer
+from tests.factories import consent, record, subject
+
+
+class Clock:
+    """members.limits' clock, moved by hand."""
+
+    def __init__(self, start: float = 1_800_000_000.0):  # a minute boundary
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch) -> Clock:
+    fake = Clock()
+    monkeypatch.setattr(limits, "clock", fake)
+    return fake
+
+
+def events(action: str, **filters) -> list[AuditEvent]:
+    return list(AuditEvent.objects.filter(action=action, **filters).order_by("id"))
+
+
+def assert_429(response, code: str) -> int:
+    assert response.status_code == 429, response.content
+    assert response["Content-Type"] == "application/problem+json"
+    assert response.json()["code"] == code
+    retry = int(response["Retry-After"])
+    assert retry >= 1
+    return retry
+
+
+# --- the request rate -----------------------------------------------------------------------------
+
+
+def test_a_member_past_its_rate_gets_429_throttled_and_a_peer_does_not(bank_a, bank_b, settings, clock):
+    settings.EXCHANGE_THROTTLE_RATE = "3/minute"
+    assert [bank_a.client.get("/api/v1/me").status_code for _ in range(3)] == [200, 200, 200]
+    retry = assert_429(bank_a.client.get("/api/v1/me"), "throttled")
+    assert retry <= 70  # frees within 7/6 of the period
+    assert bank_b.client.get("/api/v1/me").status_code == 200  # counted per member
+
+
+def test_the_rate_is_rolling_and_a_refusal_does_not_count(bank_a, settings, clock):
+    settings.EXCHANGE_THROTTLE_RATE = "3/minute"
+    for _ in range(3):
+        assert bank_a.client.get("/api/v1/me").status_code == 200
+    clock.now += 30
+    for _ in range(5):  # refused, and not counted against the member
+        assert_429(bank_a.client.get("/api/v1/me"), "throttled")
+    clock.now += 40  # the first three are 70 s old: out of every bucket counted
+    assert [bank_a.client.get("/api/v1/me").status_code for _ in range(4)] == [200, 200, 200, 429]
+
+
+def test_no_sixty_seconds_hold_more_than_the_rate_across_a_bucket_edge(bank_a, settings, clock):
+    settings.EXCHANGE_THROTTLE_RATE = "3/minute"
+    clock.now += 9.9  # the end of a 10-second bucket
+    assert [bank_a.client.get("/api/v1/me").status_code for _ in range(3)] == [200, 200, 200]
+    clock.now += 55  # 55 s later, in another minute and another bucket: still within 60 s of them
+    assert_429(bank_a.client.get("/api/v1/me"), "throttled")
+
+
+def test_a_members_own_rate_replaces_the_default(bank_a, bank_b, settings, clock):
+    settings.EXCHANGE_THROTTLE_RATE = "100/minute"
+    call_command("set_member_limits", "BANKA", "--rate", "2/minute", stdout=StringIO())
+    assert [bank_a.client.get("/api/v1/me").status_code for _ in range(3)] == [200, 200, 429]
+    assert [bank_b.client.get("/api/v1/me").status_code for _ in range(3)] == [200, 200, 200]
+
+
+def test_throttled_refusals_are_audited_once_a_minute_with_the_count(bank_a, settings, clock):
+    settings.EXCHANGE_THROTTLE_RATE = "1/minute"
+    bank_a.client.get("/api/v1/me")
+    for _ in range(5):
+        assert_429(bank_a.client.get("/api/v1/me"), "throttled")
+    first = events("api.access", member_code="BANKA", outcome="denied")
+    assert len(first) == 1
+    assert first[0].details["why"] == "throttled" and first[0].details["count"] == 1
+    assert first[0].actor == "member:BANKA"
+    assert events("limit.flood") == []  # the minute is not over
+    clock.now += 60
+    assert limits.flood_summaries_write() == 1
+    (summary,) = events("limit.flood")
+    assert summary.details == {
+        "action": "api.access",
+        "why": "throttled",
+        "minute": first[0].details["minute"],
+        "count": 5,
+    }
+    assert (summary.member_code, summary.outcome) == ("BANKA", "denied")
+    assert limits.flood_summaries_write() == 0  # written once
+
+
+def test_a_lone_refusal_needs_no_summary(bank_a, settings, clock):
+    settings.EXCHANGE_THROTTLE_RATE = "1/minute"
+    bank_a.client.get("/api/v1/me")
+    assert_429(bank_a.client.get("/api/v1/me"), "throttled")
+    clock.now += 60
+    assert limits.flood_summaries_write() == 0
+    assert len(events("api.access", member_code="BANKA", outcome="denied")) == 1
+
+
+# --- quotas ---------------------------------------------------------------------------------------
+
+
+def _inquire(persona, n: int, consent_id: str):
+    body = {"subject": subject(n), "consent_id": consent_id, "purpose": "credit_application"}
+    return persona.client.post("/api/v1/inquiries", body, format="json")
+
+
+def _consents(persona, count: int) -> list[str]:
+    ids = []
+    for n in range(count):
+        response = persona.client.post("/api/v1/consents", consent(n), format="json")
+        assert response.status_code == 201, response.content
+        ids.append(response.json()["id"])
+    return ids
+
+
+def test_the_inquiry_quota_holds_over_a_rolling_24_hours(bank_a, bank_b, settings, clock):
+    settings.EXCHANGE_INQUIRY_QUOTA = 2
+    consents = _consents(bank_a, 3)
+    assert _inquire(bank_a, 0, consents[0]).status_code == 200
+    clock.now += 12 * 3600
+    assert _inquire(bank_a, 1, consents[1]).status_code == 200
+    retry = assert_429(_inquire(bank_a, 2, consents[2]), "quota_exceeded")
+    assert 12 * 3600 <= retry <= 13 * 3600 + 1  # when the first one leaves the 24 (+1) hours
+    assert bank_b.client.get("/api/v1/me").status_code == 200
+    b_consent = _consents(bank_b, 1)[0]
+    assert _inquire(bank_b, 0, b_consent).status_code == 200  # bank_b's quota is its own
+    (refusal,) = events("inquiry.create", outcome="denied", member_code="BANKA")
+    assert refusal.details["why"] == "quota_exceeded" and refusal.details["quota"] == "inquiries"
+    clock.now += 13 * 3600  # 25 hours after the first
+    assert _inquire(bank_a, 2, consents[2]).status_code == 200
+
+
+def test_an_inquiry_refused_for_consent_does_not_use_the_quota(bank_a, settings, clock):
+    settings.EXCHANGE_INQUIRY_QUOTA = 1
+    (consent_id,) = _consents(bank_a, 1)
+    assert _inquire(bank_a, 5, consent_id).status_code == 403  # another subject: consent_required
+    assert _inquire(bank_a, 0, consent_id).status_code == 200
+    assert_429(_inquire(bank_a, 0, consent_id), "quota_exceeded")
+
+
+def test_a_members_own_quota_and_zero_for_none(bank_a, settings, clock):
+    settings.EXCHANGE_INQUIRY_QUOTA = 1
+    call_command("set_member_limits", "BANKA", "--inquiries-per-day", "0", stdout=StringIO())
+    (consent_id,) = _consents(bank_a, 1)
+    assert [_inquire(bank_a, 0, consent_id).status_code for _ in range(3)] == [200, 200, 200]
+
+
+def test_the_dispute_quota_holds(bank_a, bank_b, settings, clock):
+    settings.EXCHANGE_DISPUTE_QUOTA = 1
+    response = bank_b.client.post("/api/v1/records", {"records": [record("B-1", 0), record("B-2", 0)]}, format="json")
+    assert response.status_code == 201
+    (consent_id,) = _consents(bank_a, 1)
+    inquiry = _inquire(bank_a, 0, consent_id).json()
+    file = {"inquiry_id": inquiry["id"], "reason": "not mine"}
+    assert bank_a.client.post("/api/v1/disputes", {**file, "line": 0}, format="json").status_code == 201
+    assert_429(bank_a.client.post("/api/v1/disputes", {**file, "line": 1}, format="json"), "quota_exceeded")
+    (refusal,) = events("dispute.open", outcome="denied")
+    assert refusal.details["quota"] == "disputes"
+
+
+# --- set_member_limits ------------------------------------------------------------------------------
+
+
+def _limits(*args) -> dict:
+    out = StringIO()
+    call_command("set_member_limits", *args, stdout=out)
+    return json.loads(out.getvalue())
+
+
+def test_set_member_limits_prints_the_limits_in_force_and_resets(bank_a, settings):
+    settings.EXCHANGE_THROTTLE_RATE = "1200/minute"
+    settings.EXCHANGE_INQUIRY_QUOTA = 20000
+    settings.EXCHANGE_DISPUTE_QUOTA = 200
+    defaults = {
+        "member": "BANKA",
+        "rate": "1200/minute",
+        "inquiries_per_day": 20000,
+        "disputes_per_day": 200,
+        "oprf_per_day": 1000000,
+    }
+    assert _limits("BANKA") == defaults
+    own = _limits("BANKA", "--rate", "50/second", "--inquiries-per-day", "10", "--oprf-per-day", "5")
+    assert own == {**defaults, "rate": "50/second", "inquiries_per_day": 10, "oprf_per_day": 5}
+    assert _limits("BANKA", "--disputes-per-day", "3") == {**own, "disputes_per_day": 3}  # the rest stays
+    assert _limits("BANKA", "--reset") == defaults
+    assert _limits("BANKA", "--reset", "--oprf-per-day", "7") == {**defaults, "oprf_per_day": 7}
+    member = Member.objects.get(code="BANKA")
+    assert limits.member_quota(member, limits.Quota.OPRF) == 7
+    changes = events("member.set_limits", member_code="BANKA")
+    assert len(changes) == 5 and changes[-1].actor.startswith("cli:")
+    assert changes[1].details["set"]["rate_limit"] == "50/second"
+
+
+def test_set_member_limits_refuses_bad_values(bank_a):
+    with pytest.raises(CommandError):
+        call_command("set_member_limits", "BANKA", "--rate", "often", stdout=StringIO())
+    with pytest.raises(CommandError):
+        call_command("set_member_limits", "NOBODY", stdout=StringIO())
+    with pytest.raises(CommandError):
+        call_command("set_member_limits", "BANKA", "--inquiries-per-day", "-1", stderr=StringIO())
+
+
+# --- failed authentication per address -------------------------------------------------------------
+
+
+def test_failed_authentications_past_the_rate_get_429_and_a_valid_key_still_works(bank_a, outsider, settings, clock):
+    settings.EXCHANGE_AUTH_FAILURE_RATE = "3/minute"
+    bad = bearer("cx_000000000000_" + "A" * 43)
+    statuses = [bad.get("/api/v1/me").status_code for _ in range(2)] + [outsider.get("/api/v1/me").status_code]
+    assert statuses == [401, 401, 401]  # a missing key is a failure too
+    assert_429(bad.get("/api/v1/me"), "throttled")
+    assert_429(outsider.get("/api/v1/me"), "throttled")
+    assert bank_a.client.get("/api/v1/me").status_code == 200  # same address, valid key
+    other_address = APIClient(REMOTE_ADDR="192.0.2.7")
+    assert other_address.get("/api/v1/me").status_code == 401  # counted per address
+    clock.now += 71
+    assert bad.get("/api/v1/me").status_code == 401
+
+
+def test_a_flood_of_bad_keys_writes_a_handful_of_events(bank_a, settings, clock):
+    settings.EXCHANGE_AUTH_FAILURE_RATE = "10/minute"
+    before = AuditEvent.objects.count()
+    for n in range(150):
+        bearer(f"cx_{n:012d}_" + "B" * 43).get("/api/v1/me")
+    (failed, throttled) = events("auth.authenticate")
+    assert (failed.details["why"], throttled.details["why"]) == ("authentication_failed", "throttled")
+    assert failed.actor == "client:127.0.0.1" and failed.details["first_reason"] == "unknown"
+    assert AuditEvent.objects.count() - before == 2
+    clock.now += 60
+    assert limits.flood_summaries_write() == 2
+    totals = {e.details["why"]: e.details["count"] for e in events("limit.flood")}
+    assert totals == {"authentication_failed": 10, "throttled": 140}
+
+
+def test_the_client_address_trusts_only_the_configured_proxies(settings):
+    factory = RequestFactory()
+    spoofed = factory.get("/", REMOTE_ADDR="198.51.100.9", HTTP_X_FORWARDED_FOR="10.9.9.9")
+    assert limits.client_address(spoofed) == "198.51.100.9"  # no proxy configured: never trusted
+    settings.EXCHANGE_TRUSTED_PROXIES = ["10.0.0.0/8"]
+    assert limits.client_address(spoofed) == "198.51.100.9"  # not from a trusted proxy
+    proxied = factory.get("/", REMOTE_ADDR="10.0.0.2", HTTP_X_FORWARDED_FOR="1.2.3.4, 203.0.113.5, 10.0.0.3")
+    assert limits.client_address(proxied) == "203.0.113.5"  # right-most untrusted; 1.2.3.4 is the client's word
+    garbage = factory.get("/", REMOTE_ADDR="10.0.0.2", HTTP_X_FORWARDED_FOR="nonsense")
+    assert limits.client_address(garbage) == "10.0.0.2"
+    v6 = factory.get("/", REMOTE_ADDR="2001:db8:1:2:3:4:5:6")
+    assert limits.client_address(v6) == "2001:db8:1:2::/64"  # one host's block counts as one
+
+
+# --- refusals of an authenticated member -----------------------------------------------------------
+
+
+def test_a_refusal_no_service_recorded_is_audited_once(bank_a):
+    from rest_framework.test import APIRequestFactory
+    from rest_framework.views import APIView
+
+    from core.problems import Forbidden
+
+    class Refusing(APIView):
+        audit_name = "refusing"
+
+        def get(self, request):
+            raise Forbidden("consent_required", "no")
+
+    request = APIRequestFactory().get("/x", HTTP_AUTHORIZATION=f"Bearer {bank_a.key}")
+    assert Refusing.as_view()(request).status_code == 403
+    (event,) = events("api.access", outcome="denied")
+    assert event.details == {"why": "consent_required", "endpoint": "refusing", "method": "GET", "status": 403}
+    # A refusal a service audited is not audited twice.
+    other = bank_a.client.get("/api/v1/records/00000000-0000-0000-0000-000000000000")
+    assert other.status_code == 404
+    assert len(events("api.access", outcome="denied")) == 1
+    assert len(events("record.read", outcome="denied")) == 1
