@@ -40,6 +40,7 @@ class AuditedPages:
 
     audit_search = "token"
     audit_list_action = Action.CONSOLE_LIST
+    audit_view_action = Action.CONSOLE_VIEW
 
     def audit_scope(self, obj) -> dict[str, Any]:
         """member_code and subject_token of the audit events about `obj`."""
@@ -77,9 +78,9 @@ class AuditedPages:
         try:
             response = super().change_view(request, object_id, form_url, extra_context=extra_context)
         except PermissionDenied:
-            self._refused(request, Action.CONSOLE_VIEW, str(object_id))
+            self._refused(request, self.audit_view_action, str(object_id))
             raise
         obj = (getattr(response, "context_data", None) or {}).get("original")
         if request.method == "GET" and response.status_code == 200 and obj is not None:
-            self._audit_page(request, Action.CONSOLE_VIEW, object_id=obj.pk, **self.audit_scope(obj))
+            self._audit_page(request, self.audit_view_action, object_id=obj.pk, **self.audit_scope(obj))
         return response

@@ -47,34 +47,21 @@ def _audit_view(request: HttpRequest, action: str, **details) -> None:
         audit_write(action=action, actor=staff_actor(request.user.get_username()), details=details)
 
 
-class AuditedViews:
-    """List and object pages whose every view is on record (`view_action`)."""
-
-    view_action: str = ""
+class MemberColumn:
+    """The member's code as a list column."""
 
     @admin.display(description="member", ordering="member__code")
     def member_code(self, obj) -> str:
         return obj.member.code
-
-    def changelist_view(self, request, extra_context=None):
-        response = super().changelist_view(request, extra_context)
-        if getattr(response, "status_code", 200) == 200:
-            _audit_view(request, self.view_action, page="list", query=request.GET.urlencode()[:200])
-        return response
-
-    def change_view(self, request, object_id, form_url="", extra_context=None):
-        response = super().change_view(request, object_id, form_url, extra_context)
-        if getattr(response, "status_code", 200) == 200:
-            _audit_view(request, self.view_action, page="object", object=str(object_id)[:64])
-        return response
 
 
 # --- evidence requests --------------------------------------------------------------------------
 
 
 @admin.register(EvidenceRequest)
-class EvidenceRequestAdmin(AuditedViews, ServiceOnlyAdmin):
-    view_action = Action.COMPLIANCE_VIEW
+class EvidenceRequestAdmin(MemberColumn, ServiceOnlyAdmin):
+    # Each list and object page audited by ServiceOnlyAdmin (audit.console.AuditedPages), as these.
+    audit_list_action = audit_view_action = Action.COMPLIANCE_VIEW
     list_display = ("short_id", "member_code", "status", "inquiry_link", "opened_at", "due_at", "answered_at", "late")
     list_filter = ("status", "member", "opened_at", "due_at")
     list_select_related = ("member",)
@@ -128,8 +115,8 @@ class CloseAlertForm(forms.Form):
 
 
 @admin.register(ComplianceAlert)
-class ComplianceAlertAdmin(AuditedViews, ServiceOnlyAdmin):
-    view_action = Action.ALERT_VIEW
+class ComplianceAlertAdmin(MemberColumn, ServiceOnlyAdmin):
+    audit_list_action = audit_view_action = Action.ALERT_VIEW
     list_display = ("kind", "member_code", "count", "threshold", "window_start", "status", "raised_at")
     list_filter = ("status", "kind", "member", "window_start")
     list_select_related = ("member",)

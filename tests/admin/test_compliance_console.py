@@ -108,3 +108,15 @@ def test_the_dashboard_shows_open_alerts_and_the_baseline_charts(auditor, alert,
     Inquiry.objects.create(member=bank_a.member, subject_token="t" * 64, purpose="credit_application")
     page = auditor.get(reverse("console_dashboard")).content.decode()
     assert "distinct subjects per hour against its 7-day baseline" in page and "7-day median" in page
+
+
+def test_each_alert_page_view_is_one_audit_event_without_the_query_string(compliance, alert):
+    before = AuditEvent.objects.filter(action="compliance_alert.view").count()
+    assert (
+        compliance.get(reverse("admin:exchange_compliancealert_changelist"), {"q": "11010519491231002X"}).status_code
+        == 200
+    )
+    assert compliance.get(reverse("admin:exchange_compliancealert_change", args=[alert.pk])).status_code == 200
+    views = AuditEvent.objects.filter(action="compliance_alert.view").order_by("id")[before:]
+    assert len(views) == 2  # one for the list, one for the page: not twice each
+    assert all("11010519491231002X" not in str(event.details) for event in views)
