@@ -35,6 +35,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 # A fixed, public bench key unless one is given: checkpoints need a key, and repeated runs on the
 # same database must verify against the same one. Never a production key.
 os.environ.setdefault("EXCHANGE_AUDIT_SIGNING_KEY", "YmVuY2gta2V5LW5vdC1zZWNyZXQtbm90LXByb2Qtb2s=")
+os.environ.setdefault("EXCHANGE_OPRF_KEY", "YmVuY2gtb3ByZi1zZWVkLW5vdC1zZWNyZXQtbm90LW8=")
 
 import django
 

@@ -40,6 +40,7 @@ _DEFAULTS = {
     "EXCHANGE_SUBJECT_KEY": base64.b64encode(b"s" * 32).decode(),
     "EXCHANGE_FIELD_KEYS": "bench1:" + base64.b64encode(b"f" * 32).decode(),
     "EXCHANGE_AUDIT_SIGNING_KEY": base64.b64encode(b"a" * 32).decode(),
+    "EXCHANGE_OPRF_KEY": base64.b64encode(b"o" * 32).decode(),
     "LOG_LEVEL": "WARNING",
 }
 for _name, _value in _DEFAULTS.items():

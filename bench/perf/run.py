@@ -59,6 +59,7 @@ BENCH_ENV = {
     "EXCHANGE_SUBJECT_KEY": base64.b64encode(b"s" * 32).decode(),
     "EXCHANGE_FIELD_KEYS": "bench1:" + base64.b64encode(b"f" * 32).decode(),
     "EXCHANGE_AUDIT_SIGNING_KEY": base64.b64encode(b"a" * 32).decode(),
+    "EXCHANGE_OPRF_KEY": base64.b64encode(b"o" * 32).decode(),
     "LOG_LEVEL": "WARNING",
     "PYTHONPATH": str(ROOT),
 }
