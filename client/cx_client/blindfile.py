@@ -196,7 +196,11 @@ def blind_file(
         progress.update(batch_stats)
 
     out = _AtomicFile(target)
-    rej = _AtomicFile(rejects) if rejects is not None else None
+    try:
+        rej = _AtomicFile(rejects) if rejects is not None else None
+    except BaseException:
+        out.discard()
+        raise
     reject_writer = None
     try:
         with open(source, newline="", encoding="utf-8-sig") as fh:
