@@ -9,7 +9,6 @@ rounds. `--check` exits 1 when a ratio is below 0.8.
 from __future__ import annotations
 
 import argparse
-import base64
 import hashlib
 import hmac
 import os
@@ -22,18 +21,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-# Test-like settings when run bare: fixed keys, nothing read from or written to a key file.
-_DEFAULTS = {
-    "DJANGO_SETTINGS_MODULE": "config.settings",
-    "DEBUG": "0",
-    "SECRET_KEY": "bench-secret-key-not-for-production-" + "x" * 20,
-    "EXCHANGE_SUBJECT_KEY": base64.b64encode(b"s" * 32).decode(),
-    "EXCHANGE_FIELD_KEYS": "bench1:" + base64.b64encode(b"f" * 32).decode(),
-    "EXCHANGE_AUDIT_SIGNING_KEY": base64.b64encode(b"a" * 32).decode(),
-    "EXCHANGE_OPRF_KEY": base64.b64encode(b"o" * 32).decode(),
-}
-for _name, _value in _DEFAULTS.items():
-    os.environ.setdefault(_name, _value)
+from bench.keys import setdefault_environ  # noqa: E402
+
+setdefault_environ(os.environ)
 
 import django  # noqa: E402
 

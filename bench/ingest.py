@@ -18,7 +18,6 @@ It prints one JSON line per step and a summary. See bench/README.md for a throwa
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import os
 import resource
@@ -32,19 +31,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-_DEFAULTS = {
-    "DJANGO_SETTINGS_MODULE": "config.settings",
-    "DEBUG": "0",
-    "SECURE_SSL_REDIRECT": "0",
-    "SECRET_KEY": "bench-secret-key-not-for-production-" + "x" * 20,
-    "EXCHANGE_SUBJECT_KEY": base64.b64encode(b"s" * 32).decode(),
-    "EXCHANGE_FIELD_KEYS": "bench1:" + base64.b64encode(b"f" * 32).decode(),
-    "EXCHANGE_AUDIT_SIGNING_KEY": base64.b64encode(b"a" * 32).decode(),
-    "EXCHANGE_OPRF_KEY": base64.b64encode(b"o" * 32).decode(),
-    "LOG_LEVEL": "WARNING",
-}
-for _name, _value in _DEFAULTS.items():
-    os.environ.setdefault(_name, _value)
+from bench.keys import setdefault_environ  # noqa: E402
+
+setdefault_environ(os.environ, LOG_LEVEL="WARNING")
 
 COLUMNS = (
     "member_reference,id_type,id_number,name,country,product,currency,principal,amount_overdue,"

@@ -24,7 +24,6 @@ the data set instead of building it again.
 from __future__ import annotations
 
 import argparse
-import base64
 import http.client
 import json
 import os
@@ -45,21 +44,18 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+
+from bench.keys import BENCH_KEYS  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
 VENV_BIN = Path(sys.executable).parent
 
 BENCH_ENV = {
+    **BENCH_KEYS,
     "DJANGO_SETTINGS_MODULE": "bench.perf.settings",
-    "DEBUG": "0",
-    "SECURE_SSL_REDIRECT": "0",
     "EXCHANGE_THROTTLE_RATE": os.environ.get("BENCH_THROTTLE_RATE", ""),  # a rate: the limit check measured
     "ALLOWED_HOSTS": "127.0.0.1,localhost,testserver",
-    "SECRET_KEY": "bench-secret-key-not-for-production-" + "x" * 20,
-    "EXCHANGE_SUBJECT_KEY": base64.b64encode(b"s" * 32).decode(),
-    "EXCHANGE_FIELD_KEYS": "bench1:" + base64.b64encode(b"f" * 32).decode(),
-    "EXCHANGE_AUDIT_SIGNING_KEY": base64.b64encode(b"a" * 32).decode(),
-    "EXCHANGE_OPRF_KEY": base64.b64encode(b"o" * 32).decode(),
     "LOG_LEVEL": "WARNING",
     "PYTHONPATH": str(ROOT),
 }
