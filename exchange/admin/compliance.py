@@ -87,10 +87,6 @@ class EvidenceRequestAdmin(MemberColumn, ServiceOnlyAdmin):
     )
     readonly_fields = fields
 
-    @admin.display(description="id", ordering="id")
-    def short_id(self, obj: EvidenceRequest) -> str:
-        return short(obj.pk)
-
     @admin.display(description="inquiry")
     def inquiry_link(self, obj: EvidenceRequest) -> str:
         url = reverse("admin:exchange_inquiry_change", args=[obj.inquiry_id])

@@ -10,7 +10,6 @@ from django.utils.html import format_html
 
 from exchange.admin.console import (
     ServiceOnlyAdmin,
-    short,
 )
 from exchange.models import (
     Consent,
@@ -62,10 +61,6 @@ class ConsentAdmin(ServiceOnlyAdmin):
     )
     readonly_fields = fields
 
-    @admin.display(description="id", ordering="id")
-    def short_id(self, obj: Consent) -> str:
-        return short(obj.pk)
-
     @admin.display(description="status")
     def status(self, obj: Consent) -> str:
         return obj.status
@@ -85,10 +80,6 @@ class InquiryAdmin(ServiceOnlyAdmin):
         queryset = super().get_queryset(request)
         # Results can be long: lists never load them.
         return queryset if request.resolver_match.url_name.endswith("_change") else queryset.defer("result")
-
-    @admin.display(description="id", ordering="id")
-    def short_id(self, obj: Inquiry) -> str:
-        return short(obj.pk)
 
     @admin.display(description="subject token")
     def token(self, obj: Inquiry) -> str:

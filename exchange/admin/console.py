@@ -70,6 +70,10 @@ class ServiceOnlyAdmin(ReadOnlyMixin, AuditedPages, admin.ModelAdmin):
     list_per_page = 50
     actions = None
 
+    @admin.display(description="id", ordering="id")
+    def short_id(self, obj: models.Model) -> str:
+        return short(obj.pk)
+
     def get_queryset(self, request):
         queryset = super().get_queryset(request)
         if self.encrypted_fields:

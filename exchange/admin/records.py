@@ -182,10 +182,6 @@ class RecordAdmin(ServiceOnlyAdmin):
     def audit_scope(self, obj: Record) -> dict[str, Any]:
         return {"member_code": obj.member.code, "subject_token": obj.subject_token}
 
-    @admin.display(description="id", ordering="id")
-    def short_id(self, obj: Record) -> str:
-        return short(obj.pk)
-
     @admin.display(description="member", ordering="member__code")
     def member_code(self, obj: Record) -> str:
         return obj.member.code
