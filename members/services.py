@@ -24,6 +24,18 @@ def _clean_scopes(scopes: list[str]) -> str:
     return ",".join(s for s in Scope.values if s in scopes)
 
 
+def _audit_member(member: Member, action: str, actor: str, details: dict) -> None:
+    """The audit event of a change to one member, in the caller's transaction."""
+    audit_write(
+        action=action,
+        actor=actor,
+        member_code=member.code,
+        object_type="member",
+        object_id=member.id,
+        details=details,
+    )
+
+
 @transaction.atomic
 def api_key_issue(
     *, member: Member, scopes: list[str], expires_days: int | None = None, actor: str
@@ -79,14 +91,7 @@ def member_create(
     member = Member(code=code, name=name.strip(), kind=kind, key_recipient=recipient)
     member.full_clean()
     member.save()
-    audit_write(
-        action=Action.MEMBER_CREATE,
-        actor=actor,
-        member_code=member.code,
-        object_type="member",
-        object_id=member.id,
-        details={"kind": kind, "key_recipient": recipient or None},
-    )
+    _audit_member(member, Action.MEMBER_CREATE, actor, {"kind": kind, "key_recipient": recipient or None})
     if not issue_key:
         return member, None, None
     key, secret = api_key_issue(member=member, scopes=[Scope.SUBMIT, Scope.QUERY], actor=actor)
@@ -101,14 +106,7 @@ def member_set_key_recipient(*, member: Member, recipient: str, actor: str) -> M
     previous = member.key_recipient
     member.key_recipient = cleaned
     member.save(update_fields=["key_recipient", "updated_at"])
-    audit_write(
-        action=Action.MEMBER_SET_KEY_RECIPIENT,
-        actor=actor,
-        member_code=member.code,
-        object_type="member",
-        object_id=member.id,
-        details={"from": previous or None, "to": cleaned},
-    )
+    _audit_member(member, Action.MEMBER_SET_KEY_RECIPIENT, actor, {"from": previous or None, "to": cleaned})
     return member
 
 
@@ -137,14 +135,7 @@ def member_set_status(*, member: Member, status: str, actor: str) -> Member:
     previous = member.status
     member.status = status
     member.save(update_fields=["status", "updated_at"])
-    audit_write(
-        action=Action.MEMBER_SET_STATUS,
-        actor=actor,
-        member_code=member.code,
-        object_type="member",
-        object_id=member.id,
-        details={"from": previous, "to": status},
-    )
+    _audit_member(member, Action.MEMBER_SET_STATUS, actor, {"from": previous, "to": status})
     return member
 
 
@@ -161,14 +152,7 @@ def member_update(*, member: Member, name: str, kind: str, actor: str) -> Member
     )
     member.name, member.kind = name.strip(), kind
     member.save(update_fields=["name", "kind", "updated_at"])
-    audit_write(
-        action=Action.MEMBER_UPDATE,
-        actor=actor,
-        member_code=member.code,
-        object_type="member",
-        object_id=member.id,
-        details={"fields": changed},
-    )
+    _audit_member(member, Action.MEMBER_UPDATE, actor, {"fields": changed})
     return member
 
 
@@ -207,12 +191,5 @@ def member_set_limits(
         setattr(member, field, (value or "") if field == "rate_limit" else value)
     if given:
         member.save(update_fields=[*given, "updated_at"])
-    audit_write(
-        action=Action.MEMBER_SET_LIMITS,
-        actor=actor,
-        member_code=member.code,
-        object_type="member",
-        object_id=member.id,
-        details={"set": {field: getattr(member, field) for field in given}},
-    )
+    _audit_member(member, Action.MEMBER_SET_LIMITS, actor, {"set": {field: getattr(member, field) for field in given}})
     return member
