@@ -238,7 +238,7 @@ def submission_create(
 
 
 def _requeue_failed(submission: Submission, *, file_name: str, owned: bool, now: datetime) -> None:
-    old = file_path(submission)
+    old, old_owned = file_path(submission), submission.file_owned
     submission.status = SubmissionStatus.QUEUED
     submission.error = ""
     submission.error_code = ""
@@ -261,5 +261,6 @@ def _requeue_failed(submission: Submission, *, file_name: str, owned: bool, now:
             "lease_expires_at",
         ]
     )
-    if old != file_path(submission) and submission.file_owned:
+    # Only a file the exchange stored itself is deleted, never an operator's own (import_records).
+    if old != file_path(submission) and old_owned:
         transaction.on_commit(lambda: old.unlink(missing_ok=True))
