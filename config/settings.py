@@ -193,7 +193,7 @@ CACHES = {
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["members.authentication.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["members.permissions.IsActiveMember"],
-    "DEFAULT_THROTTLE_CLASSES": ["members.throttling.MemberRateThrottle"],
+    "DEFAULT_THROTTLE_CLASSES": [],  # the member rate is checked first thing in IsActiveMember (members/limits.py)
     "DEFAULT_PARSER_CLASSES": ["core.parsers.StrictJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_CONTENT_NEGOTIATION_CLASS": "core.negotiation.AuthenticateFirst",

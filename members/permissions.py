@@ -5,8 +5,7 @@ from __future__ import annotations
 from rest_framework import exceptions, permissions
 
 from audit.actions import Action
-from audit.models import Outcome
-from audit.services import audit_write
+from audit.services import audit_denied
 from members import limits
 
 
@@ -19,12 +18,13 @@ class MemberSuspended(exceptions.PermissionDenied):
 
 
 def _deny(request, view, why: str) -> None:
-    audit_write(
+    audit_denied(
         action=Action.API_ACCESS,
         actor=request.user.actor,
-        outcome=Outcome.DENIED,
+        why=why,
         member_code=request.user.code,
-        details={"why": why, "endpoint": getattr(view, "audit_name", type(view).__name__), "method": request.method},
+        endpoint=getattr(view, "audit_name", type(view).__name__),
+        method=request.method,
     )
 
 
@@ -41,6 +41,9 @@ class IsActiveMember(permissions.BasePermission):
             throttled = limits.auth_failure(request, why="missing")
             raise throttled or exceptions.NotAuthenticated()
         member = request.user
+        # The member's rate first: DRF checks permissions before throttles, and a refused call
+        # (suspended, wrong scope) must count too.
+        limits.rate_check(member, key_prefix=request.auth.prefix)
         if not member.is_active:
             _deny(request, view, "member_suspended")
             raise MemberSuspended("This member is suspended; contact the exchange.")

@@ -295,3 +295,13 @@ def test_a_refusal_no_service_recorded_is_audited_once(bank_a):
     assert other.status_code == 404
     assert len(events("api.access", outcome="denied")) == 1
     assert len(events("record.read", outcome="denied")) == 1
+
+
+def test_a_suspended_members_refused_calls_count_against_its_rate(bank_a):
+    from audit.actors import cli_actor
+    from members.services import member_set_limits, member_set_status
+
+    member_set_limits(member=bank_a.member, actor=cli_actor("test"), rate="3/minute")
+    member_set_status(member=bank_a.member, status="suspended", actor=cli_actor("test"))
+    codes = [bank_a.client.get("/api/v1/records").status_code for _ in range(5)]
+    assert codes == [403, 403, 403, 429, 429]
