@@ -222,6 +222,8 @@ def cmd_upload(args) -> int:
     fmt = _format(source, args.format)
     if not source.is_file():
         raise BadInput(f"{source}: no such file")
+    if args.tmp_dir and not Path(args.tmp_dir).is_dir():
+        raise BadInput(f"--tmp-dir: {args.tmp_dir} is not a directory")
     exchange = _exchange()
     with tempfile.TemporaryDirectory(prefix="cx-upload-", dir=args.tmp_dir) as tmp:
         try:
