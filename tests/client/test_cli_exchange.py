@@ -1,0 +1,139 @@
+"""The cx commands against the real exchange (Django's test client, the test database): bulk
+uploads processed by the exchange's worker, consents and inquiries across two members."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from cx_client import cli
+from cx_client.api import Exchange
+
+from exchange.bulk import worker
+from exchange.models import Record
+from tests.client.transport import api_transport
+from tests.factories import record, ric
+
+COLUMNS = [
+    "member_reference",
+    "id_type",
+    "id_number",
+    "name",
+    "country",
+    "product",
+    "currency",
+    "principal",
+    "amount_overdue",
+    "days_past_due",
+    "status",
+    "opened_on",
+    "delinquent_since",
+    "as_of",
+    "notice_sent_on",
+    "payment_history",
+]
+
+
+def csv_row(ref: str, n: int, **overrides) -> list[str]:
+    data = record(ref, n)
+    flat = {**{k: str(v) for k, v in data.items() if k != "subject"}, **data["subject"], **overrides}
+    return [str(flat.get(column, "")) for column in COLUMNS]
+
+
+def write_csv(path, rows, header=COLUMNS):
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def processing(request):
+    """Like the exchange's worker between two polls: process a submission when its status is read."""
+    parts = request.path.split("/")
+    if request.method == "GET" and len(parts) == 2 and parts[0] == "submissions":
+        worker.submission_process(parts[1])
+
+
+@pytest.fixture
+def as_member(tmp_path, monkeypatch):
+    """as_member(persona): the cx command speaks to the exchange as that member from now on."""
+    monkeypatch.setenv("CX_URL", "https://exchange.example")
+    monkeypatch.setenv("CX_PIN_FILE", str(tmp_path / "pin.json"))
+    monkeypatch.setattr(cli, "sleep", lambda seconds: None)
+
+    def use(persona):
+        monkeypatch.setenv("CX_API_KEY", persona.key)
+        monkeypatch.setattr(cli, "http_transport", lambda url, key: api_transport(persona, on_request=processing))
+
+    return use
+
+
+def run(capsys, *argv):
+    status = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_upload_raw_wait_and_the_rejected_rows(bank_a, as_member, tmp_path, capsys):
+    as_member(bank_a)
+    rows = [csv_row("L1", 1), csv_row("L2", 2, principal="lots"), csv_row("L3", 3)]
+    write_csv(tmp_path / "loans.csv", rows)
+    status, out, err = run(capsys, "upload", str(tmp_path / "loans.csv"), "--raw", "--wait")
+    assert status == 0, err
+    submission = json.loads(out)
+    assert (submission["status"], submission["accepted"], submission["rejected"]) == ("completed", 2, 1)
+    assert f"cx errors {submission['id']}" in err
+    assert Record.objects.filter(member=bank_a.member).count() == 2
+
+    status, out, _err = run(capsys, "errors", submission["id"])
+    [error] = [json.loads(line) for line in out.splitlines()]
+    assert status == 0 and (error["line"], error["field"]) == (3, "principal")
+
+    # the same file again: the exchange answers the first submission
+    status, out, err = run(capsys, "upload", str(tmp_path / "loans.csv"), "--raw")
+    assert status == 0 and json.loads(out) == {"id": submission["id"], "status": "completed", "duplicate": True}
+    assert "has this file already" in err
+
+
+def test_another_members_submission_is_not_found(bank_a, bank_b, as_member, tmp_path, capsys):
+    as_member(bank_a)
+    write_csv(tmp_path / "loans.csv", [csv_row("L1", 1)])
+    submission = json.loads(run(capsys, "upload", str(tmp_path / "loans.csv"), "--raw")[1])
+    as_member(bank_b)
+    status, out, err = run(capsys, "submission", submission["id"])
+    assert (status, out) == (1, "") and "404 not_found" in err
+    assert run(capsys, "errors", submission["id"])[0] == 1
+
+
+def test_submit_records_with_an_idempotency_key_is_answered_once(bank_a):
+    exchange = Exchange(api_transport(bank_a))
+    first = exchange.submit_records([record("L1", 1), record("L2", 2)], idempotency_key="batch-1")
+    assert [r["member_reference"] for r in first] == ["L1", "L2"] and all(r["created"] for r in first)
+    assert exchange.submit_records([record("L1", 1), record("L2", 2)], idempotency_key="batch-1") == first
+    assert Record.objects.filter(member=bank_a.member).count() == 2
+
+
+def test_consent_and_inquiry_raw_find_another_members_record(bank_a, bank_b, as_member, tmp_path, capsys):
+    Exchange(api_transport(bank_a)).submit_records([record("L1", 7)])
+    as_member(bank_b)
+    (tmp_path / "signed.pdf").write_bytes(b"%PDF the borrower's signed authorisation")
+    status, out, err = run(
+        capsys,
+        *["consent", "CN_RIC", ric(7), "--purpose", "credit_application", "--channel", "app"],
+        *["--evidence", str(tmp_path / "signed.pdf"), "--raw"],
+    )
+    assert status == 0, err
+    consent = json.loads(out)
+    assert consent["status"] == "active" and consent["subject"] == {"id_type": "CN_RIC"}
+    status, out, err = run(
+        capsys, "inquire", "CN_RIC", ric(7), "--consent-id", consent["id"], "--purpose", "credit_application", "--raw"
+    )
+    assert status == 0, err
+    answer = json.loads(out)
+    assert answer["subject_found"] is True and answer["summary"]["open_delinquencies"] == 1
+    # another purpose than the consent's: refused
+    status, _out, err = run(
+        capsys, "inquire", "CN_RIC", ric(7), "--consent-id", consent["id"], "--purpose", "guarantee_review", "--raw"
+    )
+    assert status == 1 and "403 consent_required" in err and ric(7) not in err
