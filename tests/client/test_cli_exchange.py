@@ -11,8 +11,9 @@ from cx_client import cli
 from cx_client.api import Exchange
 
 from exchange.bulk import worker
-from exchange.models import Record
+from exchange.models import Record, Submission
 from tests.client.transport import api_transport
+from tests.conftest import make_persona
 from tests.factories import record, ric
 
 COLUMNS = [
@@ -137,3 +138,31 @@ def test_consent_and_inquiry_raw_find_another_members_record(bank_a, bank_b, as_
         capsys, "inquire", "CN_RIC", ric(7), "--consent-id", consent["id"], "--purpose", "guarantee_review", "--raw"
     )
     assert status == 1 and "403 consent_required" in err and ric(7) not in err
+
+
+def process_queued(_seconds):
+    """cx --wait's pause: the exchange's worker processes what is queued meanwhile."""
+    for submission in Submission.objects.filter(status="queued"):
+        worker.submission_process(submission.pk)
+
+
+def test_cx_over_http_against_a_live_exchange(live_server, transactional_db, tmp_path, monkeypatch, capsys):
+    """Through urllib and a real WSGI server: the file streamed with its Content-Length, the
+    errors read as JSON Lines, a problem answer decoded."""
+    bank = make_persona("BANKH", "Bank H")
+    monkeypatch.setenv("CX_URL", live_server.url)
+    monkeypatch.setenv("CX_API_KEY", bank.key)
+    monkeypatch.setenv("CX_PIN_FILE", str(tmp_path / "pin.json"))
+    monkeypatch.setattr(cli, "sleep", process_queued)
+    monkeypatch.setattr("cx_client.api.UPLOAD_BLOCK", 1024)  # many blocks
+    rows = [csv_row(f"L{n}", n) for n in range(40)] + [csv_row("BAD", 99, as_of="2026-13-01")]
+    write_csv(tmp_path / "loans.csv", rows)
+    status, out, err = run(capsys, "upload", str(tmp_path / "loans.csv"), "--raw", "--wait")
+    assert status == 0, err
+    submission = json.loads(out)
+    assert (submission["total"], submission["accepted"], submission["rejected"]) == (41, 40, 1)
+    assert submission["size"] == (tmp_path / "loans.csv").stat().st_size
+    status, out, _err = run(capsys, "errors", submission["id"])
+    assert [(e["line"], e["field"]) for e in map(json.loads, out.splitlines())] == [(42, "as_of")]
+    status, _out, err = run(capsys, "submission", "0b6f3c1e-9a7d-4f2e-8c61-0d2a7e4b9f10")
+    assert status == 1 and "404 not_found" in err
