@@ -16,6 +16,7 @@ __all__ = [
     "decode_key",
     "env_bool",
     "env_cache_url",
+    "env_choice",
     "env_int",
     "env_list",
     "env_networks",
@@ -42,6 +43,13 @@ def env_bool(name: str, default: bool) -> bool:
     if value.lower() in ("0", "false", "no", "off"):
         return False
     raise ImproperlyConfigured(f"{name} must be 1 or 0, not {value!r}")
+
+
+def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = env_str(name, default).strip().lower()
+    if value not in choices:
+        raise ImproperlyConfigured(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+    return value
 
 
 def env_int(name: str, default: int, *, minimum: int = 0) -> int:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from config.env import env_bool, env_cache_url, env_int, env_list, env_networks, env_rate, env_str
+from config.env import env_bool, env_cache_url, env_choice, env_int, env_list, env_networks, env_rate, env_str
 from core.secrets import SECRET_NAMES, load_dev_keys
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -26,6 +26,8 @@ EXCHANGE_SUBJECT_KEY = _secrets["EXCHANGE_SUBJECT_KEY"]
 EXCHANGE_FIELD_KEYS = _secrets["EXCHANGE_FIELD_KEYS"]
 EXCHANGE_AUDIT_SIGNING_KEY = _secrets["EXCHANGE_AUDIT_SIGNING_KEY"]
 EXCHANGE_OPRF_KEY = _secrets["EXCHANGE_OPRF_KEY"]  # VOPRF key seed (core.oprf)
+# Subjects as raw IDs (evaluated by the exchange) and blind ones, or blind ones only (`refuse`).
+EXCHANGE_RAW_SUBJECTS = env_choice("EXCHANGE_RAW_SUBJECTS", "accept", ("accept", "refuse"))
 
 EXCHANGE_DISPUTE_DAYS = env_int("EXCHANGE_DISPUTE_DAYS", 20, minimum=1)
 EXCHANGE_RETENTION_YEARS = env_int("EXCHANGE_RETENTION_YEARS", 5, minimum=1)

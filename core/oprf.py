@@ -27,6 +27,7 @@ KEY_INFO = b"cx-oprf-v1"
 SUITE = voprf.SUITE
 MODE = "VOPRF"
 MAX_ELEMENTS = 1000
+OUTPUT_BYTES = voprf.OUTPUT_BYTES  # a finalised output: SHA-512
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
@@ -35,6 +37,7 @@ TITLES = {
     "validation_failed": "Validation failed",
     "idempotency_key_reused": "Idempotency-Key reused with a different body",
     "consent_evidence_reused": "Consent evidence registered for another subject",
+    "raw_identifier_refused": "Raw identifier refused",
     "already_answered": "Already answered",
     "throttled": "Too many requests",
     "quota_exceeded": "Quota exceeded",
@@ -72,11 +75,11 @@ class Malformed(ApiError):
 class Invalid(ApiError):
     """422 with the list of every error: [{"index", "field", "message"}]."""
 
-    def __init__(self, errors: list[dict[str, Any]], detail: str | None = None):
+    def __init__(self, errors: list[dict[str, Any]], detail: str | None = None, *, code: str = "validation_failed"):
         count = len(errors)
         super().__init__(
             status.HTTP_422_UNPROCESSABLE_ENTITY,
-            "validation_failed",
+            code,
             detail or f"{count} error{'s' if count != 1 else ''} in the request; nothing was stored.",
             errors=errors,
         )
@@ -107,6 +110,19 @@ def problem_response(status_code: int, code: str, detail: str, **extra) -> JsonR
     for header, value in extra.items():
         response[header] = value
     return response
+
+
+def unknown_fields_message(unknown: Iterable[object], known: Iterable[str]) -> str:
+    """The message for fields a request should not carry, without quoting them: a field's name is
+    the sender's text and could be anything (a national ID sent as a key). A close known name is
+    suggested instead, which names the typo without echoing it."""
+    unknown = [str(key) for key in unknown]
+    known = sorted(known)
+    hints = sorted({match for key in unknown for match in difflib.get_close_matches(key[:64], known, n=1, cutoff=0.75)})
+    count = f"{len(unknown)} unknown field{'s' if len(unknown) != 1 else ''}"
+    if hints:
+        return f"has {count} (did you mean {', '.join(hints)}?)"
+    return f"has {count}; the fields are {', '.join(known)}"
 
 
 def flatten_errors(detail: Any, *, index: int | None = None, prefix: str = "") -> list[dict]:

@@ -1,7 +1,13 @@
 """Keyed subject tokens and blind indexes: how the exchange finds a borrower without storing the ID.
 
-A plain hash of a resident ID can be reversed by enumerating every valid ID, so both are HMACs
-under EXCHANGE_SUBJECT_KEY, which never sits in the database (DESIGN.md, section 1).
+A subject token (version 2) is HMAC-SHA256(EXCHANGE_SUBJECT_KEY, the subject's 64-byte VOPRF
+output). A member obtains that output for a blind subject without the exchange seeing the ID; for
+a raw ID the exchange evaluates the same function itself (core.oprf.evaluate_subject), so both
+spellings of one borrower give one token. Version 1 was an HMAC of `id_type|country|id` and is
+gone: tokens of one version never match the other's (docs/privacy.md, "Token versions").
+
+A plain hash of a resident ID can be reversed by enumerating every valid ID, so both tokens and
+blind indexes are HMACs under EXCHANGE_SUBJECT_KEY, which never sits in the database.
 """
 
 from __future__ import annotations
@@ -16,10 +22,11 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
+from core import oprf
 from core.identifiers import ID_TYPES, normalize_subject
 from core.keys import decode_key
 
-_TOKEN_TAG = "exchange.subject-token.v1"  # noqa: S105 - a domain tag, not a secret
+TOKEN_VERSION = 2
 _BLIND_TAG = "exchange.blind-index.v1"
 _ID_TYPES = frozenset(ID_TYPES)
 
@@ -64,12 +71,19 @@ def _encode(tag: str, *fields: str) -> bytes:
     return "|".join([tag, *(f"{len(field)}:{field}" for field in fields)]).encode()
 
 
+def token_of_output(output: bytes) -> str:
+    """The token (lowercase hex) of a subject's 64-byte VOPRF output, as a blind subject carries it."""
+    if len(output) != oprf.OUTPUT_BYTES:
+        raise ValueError(f"a VOPRF output has {oprf.OUTPUT_BYTES} bytes, not {len(output)}")
+    return _hexdigest(_subject_hmac or _subject_template(), output)
+
+
 def subject_token(id_type: str, normalized_id: str, country: str = "") -> str:
-    """HMAC-SHA256 (lowercase hex) of an already normalised identifier; see `tokenize_subject`."""
+    """The token of an already normalised raw identifier: the exchange evaluates its VOPRF output
+    (RFC 9497 Evaluate, one scalar multiplication), then keys it as for a blind subject."""
     if id_type not in _ID_TYPES:
         raise ValueError(f"unknown id_type {id_type!r}")
-    message = f"{_TOKEN_TAG}|{len(id_type)}:{id_type}|{len(country)}:{country}|{len(normalized_id)}:{normalized_id}"
-    return _hexdigest(_subject_hmac or _subject_template(), message.encode())
+    return token_of_output(oprf.evaluate_subject(id_type, normalized_id, country))
 
 
 def tokenize_subject(id_type: str, id_number: str, country: str | None = None) -> str:

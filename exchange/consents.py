@@ -38,7 +38,7 @@ def consent_register(
     expires_at: datetime,
     evidence_sha256: str,
 ) -> Consent:
-    id_type, token = parse_subject_or_invalid(subject)
+    id_type, token = parse_subject_or_invalid(subject, caller=caller, action=Action.CONSENT_REGISTER)
     now = timezone.now()
     errors = []
     if granted_at > now + CLOCK_SKEW:

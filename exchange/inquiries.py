@@ -206,7 +206,7 @@ def _check_reciprocity(caller: Caller, token: str, now: datetime) -> None:
 
 def inquiry_create(*, caller: Caller, subject: Any, consent_id: Any, purpose: str) -> Inquiry:
     """Check consent (and reciprocity), build the report, store and audit the inquiry."""
-    _id_type, token = parse_subject_or_invalid(subject)
+    _id_type, token = parse_subject_or_invalid(subject, caller=caller, action=Action.INQUIRY_CREATE)
     now = timezone.now()
     _check_reciprocity(caller, token, now)
     consent = None

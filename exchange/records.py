@@ -23,7 +23,7 @@ from core.problems import Invalid, NotFound
 from core.tokens import blind_index
 from exchange.models import Record, RecordVersion
 from exchange.services import Caller, audit_denied
-from exchange.validation import ParsedRecord, RecordErrors, parse_record
+from exchange.validation import ParsedRecord, RecordErrors, invalid, parse_record
 from members.models import Member
 
 REFERENCE_PURPOSE = "member_reference"
@@ -58,7 +58,7 @@ def parse_batch(raw_records: Any) -> list[ParsedRecord]:
             continue
         parsed.append(record)
     if errors:
-        raise Invalid(errors)
+        raise invalid(errors)
     return parsed
 
 
@@ -98,9 +98,7 @@ def records_submit(*, caller: Caller, raw_records: Any) -> list[dict]:
     try:
         parsed = parse_batch(raw_records)
     except Invalid as exc:
-        audit_denied(
-            caller, Action.RECORD_SUBMIT, "validation_failed", records=len(raw_records), errors=len(exc.errors)
-        )
+        audit_denied(caller, Action.RECORD_SUBMIT, exc.problem_code, records=len(raw_records), errors=len(exc.errors))
         raise
     for attempt in range(2):
         try:

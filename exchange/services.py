@@ -14,8 +14,7 @@ from django.db import transaction
 
 import audit.services
 from audit.services import audit_write
-from core.problems import Invalid
-from exchange.validation import parse_subject
+from exchange.validation import invalid, parse_subject
 from members.models import Member
 
 
@@ -43,12 +42,16 @@ def audit_denied(
     )
 
 
-def parse_subject_or_invalid(raw: Any, *, field_prefix: str = "subject") -> tuple[str, str]:
-    """(id_type, token) of a request's subject, or a 422 naming the field."""
+def parse_subject_or_invalid(raw: Any, *, caller: Caller | None = None, action: str = "") -> tuple[str, str]:
+    """(id_type, token) of a request's subject, or a 422 naming the field (`raw_identifier_refused`
+    for a raw ID on a blind-only exchange); the refusal is audited when a caller is given."""
     errors: list[tuple[str, str]] = []
     parsed = parse_subject(raw, errors)
     if errors or parsed is None:
-        raise Invalid([{"index": None, "field": f, "message": m} for f, m in errors])
+        problem = invalid([{"index": None, "field": f or None, "message": m} for f, m in errors])
+        if caller is not None:
+            audit_denied(caller, action, problem.problem_code, errors=len(errors))
+        raise problem
     id_type, token, _name = parsed
     return id_type, token
 

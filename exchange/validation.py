@@ -6,22 +6,33 @@ fast, and its messages must be exact. Messages never quote an identifier, a name
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.utils import timezone
 
-from core.identifiers import IdentifierError, normalize_subject
-from core.tokens import subject_token
+from core.identifiers import ID_TYPES, IdentifierError, normalize_country, normalize_subject
+from core.oprf import OUTPUT_BYTES
+from core.problems import Invalid, unknown_fields_message
+from core.tokens import subject_token, token_of_output
 from exchange.currencies import ISO_4217
 from exchange.models import PAYMENT_CODES, Product, RecordData, RecordStatus
 
 # The fields of a submitted record: the stored data fields, with the subject as sent
 # (id_type + id_number become the token) and the member's own reference.
 RECORD_FIELDS = (frozenset(RecordData.DATA_FIELDS) - {"subject_token", "id_type"}) | {"member_reference", "subject"}
-SUBJECT_FIELDS = frozenset({"id_type", "id_number", "name", "country"})
+SUBJECT_FIELDS = frozenset({"id_type", "id_number", "blind", "name", "country"})
+BLIND_MESSAGE = "must be the base64 of a 64-byte VOPRF output (RFC 9497 Finalize)"
+RAW_REFUSED_MESSAGE = "is refused: this exchange takes blind subjects only; send blind instead of id_number"
+RAW_REFUSED_DETAIL = (
+    "This exchange does not accept raw identifiers (EXCHANGE_RAW_SUBJECTS=refuse): blind each subject "
+    'through /api/v1/oprf/evaluate and send it as {"id_type", "blind"}; nothing was stored.'
+)
 REQUIRED_DATES = ("opened_on", "delinquent_since", "as_of", "notice_sent_on")
 MAX_CENTS = 10**18 - 1  # fits a signed 64-bit integer with room to sum
 MAX_DAYS_PAST_DUE = 100_000
@@ -161,15 +172,37 @@ def parse_payment_history(value: Any) -> str:
     return value
 
 
-def parse_subject(raw: Any, errors: list[tuple[str, str]]) -> tuple[str, str, str | None] | None:
-    """Returns (id_type, token, name) or None, appending errors as ("subject.x", message)."""
+def raw_subjects_refused() -> bool:
+    """EXCHANGE_RAW_SUBJECTS=refuse: subjects come blind only."""
+    return settings.EXCHANGE_RAW_SUBJECTS == "refuse"
+
+
+def _blind_output(value: Any) -> bytes:
+    if not isinstance(value, str) or len(value) > 100:
+        raise ValueError(BLIND_MESSAGE)
+    try:
+        output = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(BLIND_MESSAGE) from None
+    if len(output) != OUTPUT_BYTES:
+        raise ValueError(BLIND_MESSAGE)
+    return output
+
+
+def parse_subject(
+    raw: Any, errors: list[tuple[str, str]], *, typed_by_staff: bool = False
+) -> tuple[str, str, str | None] | None:
+    """Returns (id_type, token, name) or None, appending errors as ("subject.x", message).
+    `typed_by_staff`: a raw ID typed in the console is taken even on a blind-only exchange.
+
+    A raw subject carries `id_number`, normalised and evaluated here (core.tokens.subject_token);
+    a blind one carries `blind`, the 64-byte VOPRF output the member obtained through the OPRF
+    endpoints. Both give the same token for one borrower."""
     if not isinstance(raw, dict):
-        errors.append(("subject", "must be an object with id_type and id_number"))
+        errors.append(("subject", "must be an object with id_type and id_number (or blind)"))
         return None
     if not SUBJECT_FIELDS.issuperset(raw):
-        for key in raw:
-            if key not in SUBJECT_FIELDS:
-                errors.append((f"subject.{key}", "is not a known field"))
+        errors.append(("subject", unknown_fields_message(set(raw) - SUBJECT_FIELDS, SUBJECT_FIELDS)))
     get = raw.get
     name = get("name")
     if name is not None:
@@ -178,12 +211,20 @@ def parse_subject(raw: Any, errors: list[tuple[str, str]]) -> tuple[str, str, st
         except ValueError as exc:
             name = None
             errors.append(("subject.name", str(exc)))
-    id_type, id_number, country = get("id_type"), get("id_number"), get("country")
+    id_type, id_number, blind, country = get("id_type"), get("id_number"), get("blind"), get("country")
     if id_type is None:
         errors.append(("subject.id_type", "is required"))
         return None
+    if id_number is not None and blind is not None:
+        errors.append(("subject", "carries both id_number and blind: send one of them"))
+        return None
+    if blind is not None:
+        return _parse_blind(id_type, blind, country, name, errors)
     if id_number is None:
-        errors.append(("subject.id_number", "is required"))
+        errors.append(("subject.id_number", "is required (or blind, for a blind subject)"))
+        return None
+    if not typed_by_staff and raw_subjects_refused():
+        errors.append(("subject.id_number", RAW_REFUSED_MESSAGE))
         return None
     try:
         normalised, country = normalize_subject(id_type, id_number, country)
@@ -191,6 +232,34 @@ def parse_subject(raw: Any, errors: list[tuple[str, str]]) -> tuple[str, str, st
         errors.append((f"subject.{exc.field}", exc.message))
         return None
     return id_type, subject_token(id_type, normalised, country), name
+
+
+def _parse_blind(id_type: Any, blind: Any, country: Any, name: str | None, errors: list) -> tuple | None:
+    if id_type not in ID_TYPES:
+        errors.append(("subject.id_type", f"must be one of {', '.join(ID_TYPES)}"))
+        return None
+    try:
+        # The country is inside the blinded input already; when sent, it is only checked.
+        if normalize_country(country) and id_type != "PASSPORT":
+            errors.append(("subject.country", f"only passports carry a country, not {id_type}"))
+            return None
+    except IdentifierError as exc:
+        errors.append((f"subject.{exc.field}", exc.message))
+        return None
+    try:
+        output = _blind_output(blind)
+    except ValueError as exc:
+        errors.append(("subject.blind", str(exc)))
+        return None
+    return id_type, token_of_output(output), name
+
+
+def invalid(errors: list[dict], detail: str | None = None) -> Invalid:
+    """The 422 for these errors: `raw_identifier_refused` when a raw ID was among them (the
+    exchange takes blind subjects only), `validation_failed` otherwise."""
+    if any(error["message"] == RAW_REFUSED_MESSAGE for error in errors):
+        return Invalid(errors, detail=RAW_REFUSED_DETAIL, code="raw_identifier_refused")
+    return Invalid(errors, detail=detail)
 
 
 def parse_record(raw: Any, *, today: date | None = None) -> ParsedRecord:
@@ -206,9 +275,7 @@ def parse_record(raw: Any, *, today: date | None = None) -> ParsedRecord:
     values: dict[str, Any] = {}
 
     if not RECORD_FIELDS.issuperset(raw):
-        for key in raw:
-            if key not in RECORD_FIELDS:
-                errors.append((str(key)[:64], "is not a known field"))
+        errors.append(("", unknown_fields_message(set(raw) - RECORD_FIELDS, RECORD_FIELDS)))
 
     get = raw.get
     subject = None

@@ -60,7 +60,7 @@ class BorrowerLookupForm(forms.Form):
         if data.get("country"):
             raw["country"] = data["country"]
         errors: list[tuple[str, str]] = []
-        parsed = parse_subject(raw, errors)
+        parsed = parse_subject(raw, errors, typed_by_staff=True)
         for name, message in errors:
             self.add_error(name.removeprefix("subject.") if name != "subject" else None, message)
         if parsed is not None and not errors:

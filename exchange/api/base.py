@@ -7,14 +7,15 @@ schema-only fields below describe the rules exchange.validation enforces; they v
 from __future__ import annotations
 
 from drf_spectacular.extensions import OpenApiSerializerFieldExtension
-from drf_spectacular.utils import OpenApiParameter, extend_schema_field
+from drf_spectacular.utils import OpenApiParameter, PolymorphicProxySerializer, extend_schema_field
 from rest_framework import serializers
+from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from audit.actors import member_actor
 from core.identifiers import ID_TYPES
 from core.pagination import CursorPage
-from core.problems import Invalid, Malformed
+from core.problems import Invalid, Malformed, unknown_fields_message
 from exchange.services import Caller
 
 # Characters str.isprintable() accepts in a header (decoded as Latin-1): no controls, no
@@ -74,7 +75,7 @@ class MemberView(APIView):
         return page, lambda: paginator.get_paginated_response(serializer_class(page, many=True).data)
 
 
-def field_error(field: str, message: str) -> Invalid:
+def field_error(field: str | None, message: str) -> Invalid:
     """A 422 about one query parameter or body field."""
     return Invalid([{"index": None, "field": field, "message": message}])
 
@@ -84,9 +85,10 @@ class StrictSerializer(serializers.Serializer):
 
     def to_internal_value(self, data):
         if isinstance(data, dict):
-            unknown = sorted(set(data) - set(self.fields))
+            unknown = set(data) - set(self.fields)
             if unknown:
-                raise serializers.ValidationError({key[:64]: ["is not a known field"] for key in unknown})
+                message = unknown_fields_message(unknown, self.fields)
+                raise serializers.ValidationError({api_settings.NON_FIELD_ERRORS_KEY: [message]})
         return super().to_internal_value(data)
 
 
@@ -121,12 +123,13 @@ class CurrencyText(serializers.CharField):
     """An ISO 4217 currency code, upper case."""
 
 
-class SubjectInput(serializers.Serializer):
-    """A borrower, as sent. `id_number` is normalised (spaces ignored; `+86`/`0086` and dashes in
+class RawSubject(serializers.Serializer):
+    """A borrower by its ID. `id_number` is normalised (spaces ignored; `+86`/`0086` and dashes in
     mobile numbers; a 15-digit resident ID upgraded) and checked (check character, birth date):
     a wrong one is 422 on `subject.id_number`. `country` (ISO 3166-1 alpha-2) is required for a
-    `PASSPORT` and refused for the other types. Only a keyed token of the subject is stored;
-    `name` is stored encrypted and never returned."""
+    `PASSPORT` and refused for the other types. The exchange evaluates the ID's VOPRF output
+    itself and stores only a keyed token of it; `name` is stored encrypted and never returned.
+    On an exchange run with EXCHANGE_RAW_SUBJECTS=refuse this is 422 `raw_identifier_refused`."""
 
     id_type = serializers.ChoiceField(choices=ID_TYPES)
     id_number = serializers.RegexField(
@@ -145,9 +148,35 @@ class SubjectInput(serializers.Serializer):
     )
 
 
-@extend_schema_field(SubjectInput)
+class BlindSubject(serializers.Serializer):
+    """A borrower the exchange never sees: `blind` is the 64-byte VOPRF output of
+    `cx-subject-v1|<id_type>|<country>|<normalised id>`, obtained through `/oprf/evaluate`
+    (RFC 9497, ristretto255-SHA512) and finalised by the member. The same borrower sent raw or
+    blind is one subject. `country` is optional (it is inside the blinded input)."""
+
+    id_type = serializers.ChoiceField(choices=ID_TYPES)
+    blind = serializers.RegexField(
+        r"^[A-Za-z0-9+/]{86}==$", help_text="base64 of the 64-byte output of RFC 9497 Finalize"
+    )
+    name = serializers.RegexField(
+        RECORD_TEXT_PATTERN, required=False, allow_null=True, max_length=200, help_text="the borrower's name"
+    )
+    country = serializers.CharField(
+        required=False,
+        allow_null=True,
+        allow_blank=True,
+        help_text="ISO 3166-1 alpha-2 such as CN (case-insensitive): passports only",
+    )
+
+
+SUBJECT_SCHEMA = PolymorphicProxySerializer(
+    component_name="Subject", serializers=[RawSubject, BlindSubject], resource_type_field_name=None
+)
+
+
+@extend_schema_field(SUBJECT_SCHEMA)
 class SubjectField(serializers.JSONField):
-    """The subject as sent; normalised and tokenised by the service (exchange.validation)."""
+    """The subject as sent, raw or blind; normalised and tokenised by the service (exchange.validation)."""
 
 
 class SubjectOutput(serializers.Serializer):

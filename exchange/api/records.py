@@ -10,7 +10,7 @@ from rest_framework.response import Response
 
 from audit.actions import Action
 from core.pagination import CursorPage
-from core.problems import Malformed
+from core.problems import Malformed, unknown_fields_message
 from exchange import records, services
 from exchange.api.base import (
     IDEMPOTENCY_HEADER,
@@ -20,7 +20,7 @@ from exchange.api.base import (
     CurrencyText,
     MemberView,
     StrictSerializer,
-    SubjectInput,
+    SubjectField,
     SubjectOutput,
     TextField,
     field_error,
@@ -89,7 +89,7 @@ class RecordInput(serializers.Serializer):
     member_reference = serializers.RegexField(
         RECORD_TEXT_PATTERN, max_length=64, help_text="your own loan reference, unique among your records"
     )
-    subject = SubjectInput()
+    subject = SubjectField()
     product = serializers.ChoiceField(choices=Product.choices)
     currency = serializers.RegexField(
         "^[A-Za-z]{3}$", required=False, allow_null=True, help_text="ISO 4217, such as CNY (the default)"
@@ -267,9 +267,9 @@ class RecordListCreateView(MemberView):
         data = request.data
         if not isinstance(data, dict) or not isinstance(data.get("records"), list):
             raise Malformed('The body must be a JSON object {"records": [...]}.')
-        unknown = sorted(set(data) - {"records"})
+        unknown = set(data) - {"records"}
         if unknown:
-            raise field_error(unknown[0][:64], "is not a known field")
+            raise field_error(None, unknown_fields_message(unknown, ["records"]))
         results = records.records_submit(caller=self.caller, raw_records=data["records"])
         return Response({"results": results}, status=status.HTTP_201_CREATED)
 

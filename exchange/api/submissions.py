@@ -25,7 +25,7 @@ from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 
 from audit.actions import Action
-from core.problems import ApiError, Malformed, NotFound, PayloadTooLarge, problem_response
+from core.problems import ApiError, Malformed, NotFound, PayloadTooLarge, problem_response, unknown_fields_message
 from exchange import services
 from exchange.api.base import MemberView, field_error
 from exchange.bulk import upload as bulk
@@ -199,9 +199,9 @@ def _multipart_file(request):
         names, files = set(request.data), request.FILES
     except ParseError:
         raise Malformed("The multipart/form-data body is not well formed.") from None
-    unknown = sorted(names - {"file"})
+    unknown = names - {"file"}
     if unknown:
-        raise field_error(unknown[0][:64], "is not a known field")
+        raise field_error(None, unknown_fields_message(unknown, ["file"]))
     uploads = files.getlist("file")
     if not uploads:
         raise field_error("file", "must be a file part" if "file" in names else "is required")
@@ -287,7 +287,9 @@ class SubmissionListCreateView(MemberView):
                 _deny(caller, Action.SUBMISSION_CREATE, "payload_too_large", limit=limit)
                 raise PayloadTooLarge(f"The file is larger than {limit} bytes; split it into smaller files.") from None
             except bulk.FileRejected as exc:
-                _deny(caller, Action.SUBMISSION_CREATE, "malformed_request")
+                _deny(caller, Action.SUBMISSION_CREATE, exc.code)
+                if exc.code == "raw_identifier_refused":
+                    raise ApiError(422, exc.code, exc.message) from None
                 raise Malformed(exc.message) from None
             finally:
                 if part is not None:

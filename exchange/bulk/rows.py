@@ -18,7 +18,7 @@ from typing import IO, Any
 
 from core.parsers import MalformedJSON, loads_strict_text
 from exchange.models import SubmissionFormat
-from exchange.validation import RECORD_FIELDS, SUBJECT_FIELDS
+from exchange.validation import RAW_REFUSED_DETAIL, RECORD_FIELDS, SUBJECT_FIELDS, raw_subjects_refused
 
 MAX_LINE_BYTES = 1 << 20  # a longer physical line is reported, never held whole
 SNIFF_BYTES = 1 << 16  # the head of a file checked for being UTF-8 text
@@ -26,10 +26,9 @@ _UTF8_BOM = codecs.BOM_UTF8
 
 # A CSV row is a record with its subject flattened into four columns.
 CSV_COLUMNS = (RECORD_FIELDS - {"subject"}) | SUBJECT_FIELDS
-CSV_REQUIRED = (
+CSV_REQUIRED = (  # and one of id_number (a raw ID) or blind (a blind subject)
     "member_reference",
     "id_type",
-    "id_number",
     "product",
     "principal",
     "amount_overdue",
@@ -46,9 +45,10 @@ class FileRejected(Exception):
     """The whole file cannot be processed (not text, no or a wrong header). The message is shown
     to the member: it never quotes the file's content."""
 
-    def __init__(self, message: str):
+    def __init__(self, message: str, code: str = "malformed_request"):
         super().__init__(message)
         self.message = message
+        self.code = code
 
 
 def sniff_text(head: bytes, *, complete: bool) -> str | None:
@@ -135,9 +135,33 @@ def _csv_header(lines: _Lines) -> list[str]:
         if column in columns[: number - 1]:
             raise FileRejected(f"Column {number} of the header row repeats an earlier column.")
     missing = [column for column in CSV_REQUIRED if column not in columns]
+    if "id_number" not in columns and "blind" not in columns:
+        missing.append("id_number (or blind)")
     if missing:
         raise FileRejected(f"The header row lacks required columns: {', '.join(missing)}.")
+    _check_subject_columns(columns)
     return columns
+
+
+def _check_subject_columns(columns: list[str]) -> None:
+    if "id_number" in columns and "blind" in columns:
+        raise FileRejected("The header row has both id_number and blind: a file's subjects are raw or blind.")
+    if "id_number" in columns and raw_subjects_refused():
+        raise FileRejected(RAW_REFUSED_DETAIL, code="raw_identifier_refused")
+
+
+def csv_head_check(head: bytes) -> None:
+    """Refuse at upload, before the file is queued, a CSV whose header row names id_number on a
+    blind-only exchange (the rest of the header is checked when the file is read)."""
+    if not raw_subjects_refused():
+        return
+    text = head.removeprefix(_UTF8_BOM).decode("utf-8", "replace")
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    try:
+        cells = next(csv.reader([first]), [])
+    except csv.Error:
+        return  # reported when the file is read
+    _check_subject_columns([cell.strip().lower() for cell in cells])
 
 
 def _csv_rows(lines: _Lines, columns: list[str]) -> Iterator[Row]:

@@ -21,7 +21,7 @@ from django.utils import timezone
 from audit.actions import Action
 from audit.services import audit_write
 from core.tokens import keyed_digest
-from exchange.bulk.rows import SNIFF_BYTES, FileRejected, sniff_text
+from exchange.bulk.rows import SNIFF_BYTES, FileRejected, csv_head_check, sniff_text
 from exchange.bulk.worker import file_path, lease, storage_dir, submission_enqueue
 from exchange.models import Submission, SubmissionFormat, SubmissionStatus
 from members.models import Member
@@ -114,6 +114,8 @@ def upload_store(read: Callable[[int], bytes], *, fmt: str, limit: int) -> Store
                 last = block[-1:]
                 out.write(block)
         _check_head(head, size)
+        if fmt == SubmissionFormat.CSV:
+            csv_head_check(head)
     except BaseException:
         path.unlink(missing_ok=True)
         raise

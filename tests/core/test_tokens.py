@@ -9,23 +9,52 @@ import hmac
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cx_client.blinding import Batch, PinnedKey, b64
 from django.core.exceptions import ImproperlyConfigured
 from hypothesis import given
 from hypothesis import strategies as st
 
+from core import oprf
 from core.identifiers import IdentifierError
-from core.tokens import blind_index, subject_token, tokenize_subject
+from core.tokens import TOKEN_VERSION, blind_index, subject_token, token_of_output, tokenize_subject
 from tests.testenv import TEST_SUBJECT_KEY
 
 OTHER_KEY = base64.b64encode(b"o" * 32).decode()
 
 
-def test_a_token_is_the_hmac_of_the_documented_encoding():
-    # Pinned: changing the encoding or the tag orphans every token already stored.
-    message = b"exchange.subject-token.v1|6:CN_RIC|0:|18:11010519491231002X"
-    expected = hmac.new(TEST_SUBJECT_KEY, message, hashlib.sha256).hexdigest()
-    assert subject_token("CN_RIC", "11010519491231002X") == expected
-    assert expected == "7d4628758a2d9bbb81fdac336c66ae850a6a10f55afcaf3dbdd45505889bf329"
+def _member_output(inp: bytes) -> bytes:
+    """What a member obtains for `inp` by the blind path: Blind, the exchange's BlindEvaluate with
+    its proof, Finalize (the client's code, with the proof checked against the public key)."""
+    batch = Batch.blind([inp])
+    evaluation = oprf.evaluate_encoded(batch.request_body()["blinded"])
+    answer = {
+        "key_id": evaluation.key_id,
+        "evaluated": [b64(e) for e in evaluation.evaluated],
+        "proof": b64(evaluation.proof),
+    }
+    key = PinnedKey(key_id=oprf.oprf_key().key_id, public_key=oprf.oprf_key().pair.public)
+    [output] = batch.finalize(answer, key)
+    return output
+
+
+def test_a_token_is_the_hmac_of_the_subjects_voprf_output():
+    # Version 2: HMAC-SHA256(EXCHANGE_SUBJECT_KEY, VOPRF output of the documented input). Pinned:
+    # changing the input string, the OPRF key derivation or the HMAC orphans every stored token.
+    assert TOKEN_VERSION == 2
+    output = _member_output(b"cx-subject-v1|CN_RIC||11010519491231002X")
+    expected = hmac.new(TEST_SUBJECT_KEY, output, hashlib.sha256).hexdigest()
+    assert subject_token("CN_RIC", "11010519491231002X") == expected == token_of_output(output)
+    assert expected == "6bc3ae6c55325e52fba80d6af0bfb0a42731de82003ae6c183dd7a820054bb2c"
+
+
+def test_a_passports_country_is_part_of_its_input():
+    output = _member_output(b"cx-subject-v1|PASSPORT|CN|E1234567")
+    assert tokenize_subject("PASSPORT", "e1234567", "cn") == token_of_output(output)
+
+
+def test_an_output_of_the_wrong_length_has_no_token():
+    with pytest.raises(ValueError, match="64 bytes"):
+        token_of_output(b"x" * 32)
 
 
 def test_a_token_is_64_lowercase_hex_characters():
@@ -78,10 +107,14 @@ def test_a_token_depends_on_the_key(settings):
     settings.EXCHANGE_SUBJECT_KEY = OTHER_KEY
     after = tokenize_subject("CN_MOBILE", "13812345678")
     assert after != before
-    assert (
-        after
-        == hmac.new(b"o" * 32, b"exchange.subject-token.v1|9:CN_MOBILE|0:|11:13812345678", hashlib.sha256).hexdigest()
-    )
+    output = oprf.evaluate_input(b"cx-subject-v1|CN_MOBILE||13812345678")
+    assert after == hmac.new(b"o" * 32, output, hashlib.sha256).hexdigest()
+
+
+def test_a_token_depends_on_the_oprf_key(settings):
+    before = tokenize_subject("CN_MOBILE", "13812345678")
+    settings.EXCHANGE_OPRF_KEY = base64.b64encode(b"p" * 32).decode()
+    assert tokenize_subject("CN_MOBILE", "13812345678") != before
 
 
 def test_a_token_is_not_a_plain_hash_of_the_identifier():

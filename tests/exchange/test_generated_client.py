@@ -104,7 +104,7 @@ def test_a_client_generated_from_the_schema_drives_every_kind_of_call(generated,
     inquiry = call(
         "inquiries_create",
         body=models.InquiryInputRequest(
-            subject=models.SubjectInputRequest(id_type=models.IdTypeEnum.CN_RIC, id_number=subject(1)["id_number"]),
+            subject=models.RawSubjectRequest(id_type=models.IdTypeEnum.CN_RIC, id_number=subject(1)["id_number"]),
             consent_id=granted.id,
             purpose=models.PurposeEnum.CREDIT_APPLICATION,
         ),

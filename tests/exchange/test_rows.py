@@ -20,7 +20,7 @@ from exchange.models import SubmissionFormat
 # quotes, commas, CR and LF inside fields, unicode.
 _cell = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=12)
 _cell = _cell | st.sampled_from(['"', '""', ",", "\n", "\r\n", " a,b ", 'say "hi"', "é,\n中", "  "])
-_optional = sorted(CSV_COLUMNS - set(CSV_REQUIRED))
+_optional = sorted(CSV_COLUMNS - set(CSV_REQUIRED) - {"id_number", "blind"})
 
 
 def _physical_lines(data: bytes) -> list[str]:
@@ -47,7 +47,8 @@ def _read(data: bytes, fmt: str, *, split: int | None = None) -> list:
 
 @st.composite
 def _csv_files(draw):
-    columns = list(CSV_REQUIRED) + draw(st.lists(st.sampled_from(_optional), unique=True))
+    subject = draw(st.sampled_from(["id_number", "blind"]))  # a file's subjects are raw or blind
+    columns = [*CSV_REQUIRED, subject, *draw(st.lists(st.sampled_from(_optional), unique=True))]
     columns = draw(st.permutations(columns))
     rows = draw(st.lists(st.lists(_cell, min_size=len(columns), max_size=len(columns)), max_size=8))
     terminator = draw(st.sampled_from(["\n", "\r\n"]))

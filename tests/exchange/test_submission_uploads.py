@@ -67,7 +67,7 @@ def test_the_same_file_raw_then_as_a_form_is_one_submission(bank_a):
         ({}, "file", "is required"),
         ({"file": "not a file"}, "file", "must be a file part"),
         ({"file": [part(b"a\n"), part(b"b\n")]}, "file", "must be one file part, not several"),
-        ({"file": part(b"a\n"), "member": "BANKB"}, "member", "is not a known field"),
+        ({"file": part(b"a\n"), "files": "BANKB"}, None, "has 1 unknown field (did you mean file?)"),
     ],
 )
 def test_a_form_without_exactly_one_file_part_is_422(bank_a, data, field, message):
