@@ -1,13 +1,20 @@
-"""`cx blind-file`: a bulk CSV with `id_number` subjects turned into one with `blind` subjects.
+"""`cx blind-file`: a bulk CSV with `id_number` subjects turned into one with `blind` subjects;
+`blind_ndjson` does the same for a JSON Lines file (`cx upload` uses both).
 
 Streaming: rows are read one by one, at most one batch (1,000 valid rows) is held, each batch is
 one evaluation call whose proof is verified against the pinned key. The output is written to a
 temporary file beside the target and renamed at the end, so a failure leaves no half file.
+
+With `keep_lines`, every row of the output starts on the same line as in the input (a rejected
+row or a blank line becomes blank lines, which the exchange skips): the line numbers the
+exchange reports for an upload of the output are then those of the member's own file.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
+import json
 import os
 import sys
 import tempfile
@@ -17,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from cx_client.api import ApiError, Exchange
+from cx_client.api import ApiError, Exchange, TransportError
 from cx_client.blinding import BATCH_SIZE, BadAnswer, PinnedKey, b64
 from cx_client.identifiers import IdentifierError, normalize_subject
 from cx_client.subjects import oprf_input_normalised
@@ -53,14 +60,20 @@ class Stats:
     started: float = field(default_factory=time.monotonic)
 
 
+def column_names(header: Row) -> Row:
+    """The header's column names as the exchange reads them (spaces stripped, lower case)."""
+    return [name.strip().lower() for name in header]
+
+
 def output_header(header: Row) -> Row:
     """The input's columns, in order, with `id_number` replaced by `blind`."""
-    missing = [name for name in ("id_type", "id_number") if name not in header]
+    names = column_names(header)
+    missing = [name for name in ("id_type", "id_number") if name not in names]
     if missing:
         raise FileError(f"the header row has no {' and no '.join(missing)} column")
-    if "blind" in header:
+    if "blind" in names:
         raise FileError("the header row already has a blind column")
-    return ["blind" if name == "id_number" else name for name in header]
+    return ["blind" if name == "id_number" else cell for name, cell in zip(names, header, strict=True)]
 
 
 def blind_rows(
@@ -75,23 +88,41 @@ def blind_rows(
 ) -> Iterator[Row]:
     """The output rows of (line number, row) pairs, in order; invalid rows go to `on_reject` and
     are never sent. Reads lazily: at most one batch of valid rows is held at a time."""
+    for _line, row in blind_numbered_rows(
+        header, rows, exchange, key, on_reject=on_reject, on_batch=on_batch, batch_size=batch_size
+    ):
+        yield row
+
+
+def blind_numbered_rows(
+    header: Row,
+    rows: Iterable[tuple[int, Row]],
+    exchange: Exchange,
+    key: PinnedKey,
+    *,
+    on_reject: Callable[[Reject], None],
+    on_batch: Callable[[Stats], None] = lambda stats: None,
+    batch_size: int = BATCH_SIZE,
+) -> Iterator[tuple[int, Row]]:
+    """blind_rows, each output row with the line it started on in the input."""
     output_header(header)
-    i_type, i_number = header.index("id_type"), header.index("id_number")
-    i_country = header.index("country") if "country" in header else None
+    names = column_names(header)
+    i_type, i_number = names.index("id_type"), names.index("id_number")
+    i_country = names.index("country") if "country" in names else None
     stats = Stats()
     pending: list[tuple[int, Row, bytes]] = []
     shown = [-1]  # the reject count last reported to on_batch
 
-    def flush() -> Iterator[Row]:
+    def flush() -> Iterator[tuple[int, Row]]:
         try:
             values = exchange.blind_batch([inp for _line, _row, inp in pending], key)
-        except (ApiError, BadAnswer, OSError, ValueError) as exc:
+        except (ApiError, BadAnswer, TransportError, OSError, ValueError) as exc:
             raise BatchFailed(pending[0][0], pending[-1][0], exc) from exc
         stats.calls += 1
         stats.blinded += len(pending)
-        for (_line, row, _inp), value in zip(pending, values, strict=True):
+        for (line, row, _inp), value in zip(pending, values, strict=True):
             row[i_number] = b64(value)
-            yield row
+            yield line, row
         pending.clear()
         on_batch(stats)
         shown[0] = stats.rejected
@@ -148,6 +179,18 @@ class Progress:
             self.shown = False
 
 
+class _LineCounter:
+    """A text file's write(), counting the lines written."""
+
+    def __init__(self, fh: TextIO):
+        self.fh = fh
+        self.lines = 0
+
+    def write(self, text: str) -> int:
+        self.lines += text.count("\n")
+        return self.fh.write(text)
+
+
 class _AtomicFile:
     """A text file written beside `path` and renamed onto it by commit(); removed otherwise."""
 
@@ -177,9 +220,11 @@ def blind_file(
     rejects: Path | None = None,
     err: TextIO | None = None,
     batch_size: int = BATCH_SIZE,
+    keep_lines: bool = False,
 ) -> Stats:
     """Blind `source` into `target` (and invalid rows into `rejects`, when given); progress and
-    rejects are reported on `err` (stderr). Raises BatchFailed or FileError, leaving neither file behind."""
+    rejects are reported on `err` (stderr). Raises BatchFailed or FileError, leaving neither file
+    behind. With `keep_lines`, each row starts on its input line (blank lines fill the gaps)."""
     err = sys.stderr if err is None else err
     progress = Progress(err)
     stats = Stats()
@@ -208,12 +253,13 @@ def blind_file(
             header = next(reader, None)
             if header is None:
                 raise FileError("the file is empty (no header row)")
-            writer = csv.writer(out.fh, lineterminator="\n")
+            sink = _LineCounter(out.fh)
+            writer = csv.writer(sink, lineterminator="\n")
             writer.writerow(output_header(header))
             if rej is not None:
                 reject_writer = csv.writer(rej.fh, lineterminator="\n")
                 reject_writer.writerow(["line", *header, "error"])
-            for row in blind_rows(
+            for line, row in blind_numbered_rows(
                 header,
                 numbered(reader),
                 exchange,
@@ -222,6 +268,8 @@ def blind_file(
                 on_batch=batch_done,
                 batch_size=batch_size,
             ):
+                if keep_lines and sink.lines + 1 < line:
+                    sink.write("\n" * (line - 1 - sink.lines))
                 writer.writerow(row)
     except BaseException:
         progress.break_line()
@@ -233,4 +281,161 @@ def blind_file(
     out.commit()
     if rej is not None:
         rej.commit()
+    return stats
+
+
+# --- JSON Lines ----------------------------------------------------------------------------------
+
+
+class _LineRejected(Exception):
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field, self.message = field, message
+
+
+def _strict_object(pairs: list[tuple[str, object]]) -> dict:
+    record = {}
+    for name, value in pairs:
+        if name in record:
+            # As the exchange reads a line: a repeated key rejects it (and the key is not quoted).
+            raise _LineRejected("row", "repeats a key")
+        record[name] = value
+    return record
+
+
+def _no_constant(name: str):
+    raise _LineRejected("row", f"holds {name}, which JSON does not allow")
+
+
+def _parse_line(text: str) -> dict:
+    try:
+        record = json.loads(text, object_pairs_hook=_strict_object, parse_constant=_no_constant)
+    except json.JSONDecodeError as exc:
+        raise _LineRejected("row", f"is not valid JSON ({exc.msg}, column {exc.colno})") from None
+    except RecursionError:
+        raise _LineRejected("row", "is nested too deeply") from None
+    if not isinstance(record, dict):
+        raise _LineRejected("row", "is not a JSON object")
+    return record
+
+
+def _raw_subject(record: dict) -> tuple[dict, bytes] | None:
+    """(the new subject without its blind value, the OPRF input) for a record whose subject has
+    an `id_number`; None for one without (nothing to blind). Raises _LineRejected."""
+    subject = record.get("subject")
+    if subject is None:
+        return None
+    if not isinstance(subject, dict):
+        raise _LineRejected("subject", "must be an object")
+    if "id_number" not in subject:
+        return None
+    if "blind" in subject:
+        raise _LineRejected("subject", "has both id_number and blind")
+    country = subject.get("country")
+    if country is not None and not isinstance(country, str):
+        raise _LineRejected("subject.country", "must be a string")
+    try:
+        normalised, normalised_country = normalize_subject(subject.get("id_type"), subject["id_number"], country)
+    except IdentifierError as exc:
+        raise _LineRejected(f"subject.{exc.field}", exc.message) from None
+    blind_subject = {}
+    for name, value in subject.items():
+        if name == "id_number":
+            blind_subject["blind"] = ""  # filled in once evaluated, in the id_number's place
+        elif name == "country":
+            if normalised_country:
+                blind_subject["country"] = normalised_country
+        else:
+            blind_subject[name] = value
+    return blind_subject, oprf_input_normalised(subject["id_type"], normalised, normalised_country)
+
+
+def blind_ndjson(
+    source: Path,
+    target: Path,
+    exchange: Exchange,
+    key: PinnedKey,
+    *,
+    err: TextIO | None = None,
+    batch_size: int = BATCH_SIZE,
+) -> Stats:
+    """Blind the subjects of a JSON Lines file of records into `target`, line for line: a record
+    whose subject has an `id_number` gets a `blind` in its place (country normalised, the other
+    fields kept); a line without one (a blind subject already, a blank line) is copied as it is; a
+    line that cannot be read or whose ID is invalid is never sent: it is reported on `err` as
+    `cx: line N: field: reason` and becomes a blank line, so every line keeps its number. Calls of
+    `batch_size`; raises BatchFailed, leaving no file behind."""
+    err = sys.stderr if err is None else err
+    progress = Progress(err)
+    stats = Stats()
+    # (line, text to write as it is) or (line, record, its new subject, OPRF input)
+    pending: list[tuple] = []
+    waiting = 0  # entries of `pending` that need an evaluation
+
+    def reject(line: int, field_name: str, message: str) -> None:
+        stats.rejected += 1
+        progress.break_line()
+        err.write(f"cx: line {line}: {field_name}: {message}\n")
+
+    def flush(fh: TextIO) -> None:
+        nonlocal waiting
+        entries = [entry for entry in pending if len(entry) == 4]
+        values: list[bytes] = []
+        if entries:
+            try:
+                values = exchange.blind_batch([entry[3] for entry in entries], key)
+            except (ApiError, BadAnswer, TransportError, OSError, ValueError) as exc:
+                raise BatchFailed(entries[0][0], entries[-1][0], exc) from exc
+            stats.calls += 1
+            stats.blinded += len(entries)
+        outputs = iter(values)
+        for entry in pending:
+            if len(entry) == 2:
+                fh.write(entry[1])
+            else:
+                _line, record, subject, _inp = entry
+                subject["blind"] = b64(next(outputs))
+                record["subject"] = subject
+                fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+        pending.clear()
+        waiting = 0
+        if entries:
+            progress.update(stats)
+
+    out = _AtomicFile(target)
+    try:
+        with open(source, "rb") as fh:
+            for line, raw in enumerate(fh, start=1):
+                if line == 1 and raw.startswith(codecs.BOM_UTF8):
+                    raw = raw[len(codecs.BOM_UTF8) :]
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    reject(line, "row", "is not valid UTF-8 text")
+                    pending.append((line, "\n"))
+                    continue
+                if not text.endswith("\n"):
+                    text += "\n"
+                entry: tuple = (line, text)
+                if text.strip():
+                    try:
+                        record = _parse_line(text)
+                        found = _raw_subject(record)
+                    except _LineRejected as exc:
+                        reject(line, exc.field, exc.message)
+                        entry = (line, "\n")
+                    else:
+                        if found is not None:
+                            entry = (line, record, *found)
+                            waiting += 1
+                pending.append(entry)
+                if waiting >= batch_size or (not waiting and pending) or len(pending) >= 4 * batch_size:
+                    flush(out.fh)
+            flush(out.fh)
+    except BaseException:
+        progress.break_line()
+        out.discard()
+        raise
+    progress.break_line()
+    out.commit()
     return stats

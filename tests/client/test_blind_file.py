@@ -13,7 +13,7 @@ from cx_client.blindfile import BatchFailed, blind_file, blind_rows
 from cx_client.blinding import KeyPin
 
 from core import oprf
-from tests.client.test_blinding import api_transport
+from tests.client.transport import api_transport
 
 HEADER = ["member_reference", "id_type", "id_number", "name", "country", "product", "principal"]
 
@@ -41,7 +41,7 @@ def counted(bank_a, tmp_path):
     key = exchange.trusted_key(KeyPin(tmp_path / "pin.json"))
     calls = []
     original = exchange.transport
-    exchange.transport = lambda m, p, b: calls.append(len(b["blinded"])) or original(m, p, b)
+    exchange.transport = lambda r: calls.append(len(r.json["blinded"])) or original(r)
     return exchange, key, calls
 
 
@@ -149,9 +149,9 @@ def test_output_appears_only_by_rename_and_a_failed_batch_leaves_nothing(counted
     original = exchange.transport
     sent = []
 
-    def failing(method, path, body):
-        sent.append(len(body["blinded"]))
-        return (500, {"code": "internal", "detail": "boom"}) if len(sent) == 2 else original(method, path, body)
+    def failing(request):
+        sent.append(len(request.json["blinded"]))
+        return (500, {"code": "internal", "detail": "boom"}) if len(sent) == 2 else original(request)
 
     exchange.transport = failing
     with pytest.raises(BatchFailed) as caught:
@@ -162,8 +162,8 @@ def test_output_appears_only_by_rename_and_a_failed_batch_leaves_nothing(counted
 
 
 def failing_evaluation(transport):
-    def send(method, path, body):
-        return (503, {"code": "unavailable", "detail": "try later"}) if body else transport(method, path, body)
+    def send(request):
+        return (503, {"code": "unavailable", "detail": "try later"}) if request.json else transport(request)
 
     return send
 

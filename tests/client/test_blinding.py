@@ -12,17 +12,7 @@ from cx_client.blinding import BadAnswer, Batch, KeyChanged, KeyPin, PinnedKey
 from cx_client.subjects import oprf_input
 
 from core import oprf
-
-
-def api_transport(persona):
-    """cx_client's transport over the test client: the same requests as over HTTP."""
-
-    def send(method, path, body):
-        url = "/api/v1/" + path
-        response = persona.client.get(url) if method == "GET" else persona.client.post(url, body, format="json")
-        return response.status_code, response.json()
-
-    return send
+from tests.client.transport import api_transport
 
 
 def test_the_first_key_is_pinned_and_a_changed_key_is_refused_unless_accepted(bank_a, tmp_path, settings):
@@ -47,7 +37,7 @@ def test_blind_values_come_in_calls_of_1000_and_equal_the_hubs_own_evaluation(ba
     ids = [f"1390000{n:04d}" for n in range(1001)]
     calls = []
     original = exchange.transport
-    exchange.transport = lambda m, p, b: calls.append(len(b["blinded"]) if b else 0) or original(m, p, b)
+    exchange.transport = lambda r: calls.append(len(r.json["blinded"]) if r.json else 0) or original(r)
     values = list(exchange.blind_values((oprf_input("CN_MOBILE", i) for i in ids), key))
     assert calls == [1000, 1]
     assert len(values) == 1001
