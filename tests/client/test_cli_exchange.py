@@ -12,7 +12,6 @@ from cx_client.api import Exchange
 
 from exchange.bulk import worker
 from exchange.models import Record, Submission
-from exchange.validation import SUBJECT_FIELDS
 from tests.client.transport import api_transport
 from tests.conftest import make_persona
 from tests.factories import record, ric
@@ -171,12 +170,6 @@ def test_cx_over_http_against_a_live_exchange(live_server, transactional_db, tmp
 
 # --- blind subjects ------------------------------------------------------------------------------
 
-# Until the exchange accepts blind subjects (in records, bulk files, consents and inquiries),
-# these must fail; once it does, they run as any other test.
-needs_blind_subjects = pytest.mark.xfail(
-    "blind" not in SUBJECT_FIELDS, reason="the exchange does not accept blind subjects yet", strict=True
-)
-
 
 def full_width(text: str) -> str:
     """As typed on a Chinese keyboard: the full-width forms of ASCII characters."""
@@ -197,7 +190,6 @@ def consent_and_inquire(capsys, tmp_path, id_type, id_number, *extra):
     return json.loads(out)
 
 
-@needs_blind_subjects
 def test_a_borrower_submitted_raw_is_found_by_a_blind_inquiry(bank_a, bank_b, as_member, tmp_path, capsys):
     Exchange(api_transport(bank_a)).submit_records([record("L1", 7)])
     as_member(bank_b)
@@ -208,7 +200,6 @@ def test_a_borrower_submitted_raw_is_found_by_a_blind_inquiry(bank_a, bank_b, as
     assert consent_and_inquire(capsys, tmp_path, "CN_RIC", ric(8))["subject_found"] is False
 
 
-@needs_blind_subjects
 def test_a_blinded_upload_keeps_the_members_line_numbers_and_is_found(bank_a, bank_b, as_member, tmp_path, capsys):
     as_member(bank_a)
     rows = [
@@ -238,7 +229,6 @@ def test_a_blinded_upload_keeps_the_members_line_numbers_and_is_found(bank_a, ba
     assert consent_and_inquire(capsys, tmp_path, "CN_RIC", ric(12))["subject_found"] is False
 
 
-@needs_blind_subjects
 def test_a_blinded_json_lines_upload(bank_a, bank_b, as_member, tmp_path, capsys):
     as_member(bank_a)
     lines = [record("J1", 21), record("J2", 22, subject={"id_type": "CN_MOBILE", "id_number": "+86 139 0000 0022"})]
@@ -251,7 +241,6 @@ def test_a_blinded_json_lines_upload(bank_a, bank_b, as_member, tmp_path, capsys
     assert consent_and_inquire(capsys, tmp_path, "CN_RIC", ric(21), "--raw")["subject_found"] is True
 
 
-@needs_blind_subjects
 def test_a_blind_only_exchange_refuses_raw_ids_and_takes_cx_blind_ones(
     bank_a, bank_b, as_member, tmp_path, capsys, settings
 ):
