@@ -85,7 +85,7 @@ def test_the_readme_tour_works_verbatim_in_a_fresh_checkout(tmp_path):
     if connection.vendor != "sqlite":
         pytest.skip("the tour runs on its own SQLite file: once per test run (the SQLite pass) is enough")
     blocks = tour_blocks()
-    assert len(blocks) == 7, "the tour's blocks changed: update the checks below"
+    assert len(blocks) == 8, "the tour's blocks changed: update the checks below"
     clone = fresh_checkout(tmp_path / "exchange")
 
     # A busy port is refused before anything touches the database.
@@ -124,13 +124,17 @@ def test_the_readme_tour_works_verbatim_in_a_fresh_checkout(tmp_path):
         )
         assert tour.returncode == 0, tour.stdout + tour.stderr
         answers = re.split(r"@@ block \d done\n", tour.stdout)
-        source, me, picture, record, look, dispute, audit = answers[:7]
+        source, me, picture, record, look, blind, dispute, audit = answers[:8]
         assert source == ""
         assert '"member":"DEMO_BANK_A"' in me and '"scopes":["submit","query"]' in me
         assert '"subject_found":true' in picture and '"institutions_with_open":' in picture
         assert '"last_90_days":' in picture and '"last_90_days":0' not in picture  # other lenders looked
         assert '"member_reference":"TOUR-0001"' in record and '"version":1' in record
         assert '"status":"active"' in look and '"reported_by_you":false' in look and "DEMO_BANK_A" not in look
+        # The same inquiry with `cx` in blind mode: the blind value, then the same borrower found.
+        assert re.search(r'"blind": "[A-Za-z0-9+/]{86}=="', blind), blind + tour.stderr
+        assert re.search(r'"subject_found": ?true', blind) and re.search(r'"reported_by_you": ?false', blind)
+        assert "11010519491231002X" not in blind.split("\n", 1)[1]
         assert '"status":"open"' in dispute and '"outcome":"upheld"' in dispute
         assert re.search(r"^OK \d+ events", audit, re.M), audit + tour.stderr
         # The second shell had no DEBUG and no keys: manage.py took them from run.sh's .env, and said so.

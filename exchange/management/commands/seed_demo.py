@@ -445,6 +445,8 @@ class Command(BaseCommand):
             f"KEY_B={shlex.quote(keys['DEMO_LENDER_B'])}",
             f"BORROWER={shlex.quote(json.dumps(borrower))}",
             f"CONSENT={shlex.quote(str(consent.pk) if consent else '')}",
+            "# The member client `cx` (client/README.md): the exchange, and where it pins the OPRF key.",
+            f"export CX_URL={shlex.quote(base_url)} CX_PIN_FILE={shlex.quote(str(path.parent / 'cx-pin.json'))}",
             "# pick FIELD: a field of the answer the tour last saved with `tee var/answer.json`.",
             f"pick() {{ {python} -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "
             'var/answer.json "$1"; }',
