@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from io import StringIO
 
@@ -75,6 +76,17 @@ def test_seed_demo_prints_working_keys_and_can_run_twice(tmp_path):
     second = run("seed_demo", "--env-file", str(env_file))
     assert "already present" in second
     assert Member.objects.count() == 6
+
+
+def test_seed_demo_says_when_its_data_was_made_under_another_token_scheme(tmp_path, settings, capsys):
+    env_file = tmp_path / "demo.env"
+    run("seed_demo", "--env-file", str(env_file))
+    capsys.readouterr()
+    run("seed_demo", "--env-file", str(env_file))
+    assert "another subject token scheme" not in capsys.readouterr().err
+    settings.EXCHANGE_OPRF_KEY = base64.b64encode(b"another oprf key, another token!").decode()
+    run("seed_demo", "--env-file", str(env_file))
+    assert "delete db.sqlite3" in capsys.readouterr().err
 
 
 def test_seed_demo_makes_a_living_exchange(tmp_path):

@@ -181,6 +181,14 @@ class Command(BaseCommand):
             .order_by("-expires_at")
             .first()
         )
+        if not fresh and not Record.objects.filter(subject_token=token).exists():
+            # Tokens made under another scheme or key (token version 1, or a changed EXCHANGE_SUBJECT_KEY
+            # or EXCHANGE_OPRF_KEY) never match again: the tour's borrower would have no records.
+            self.stderr.write(
+                "The demo data in this database was made under another subject token scheme or key "
+                "(docs/privacy.md, 'Token versions'): its borrowers no longer match. In development, "
+                "delete db.sqlite3 and run again to re-create it."
+            )
         self.stdout.write("")
         self.stdout.write("Demo data ready." if fresh else "Demo data already present; fresh demo keys issued.")
         self.stdout.write("Demo API keys (shown once; both scopes):")
