@@ -81,7 +81,8 @@ class ConsentListCreateView(MemberView):
             "Answers the consent with its `id`, to name in inquiries. Errors: 422 `validation_failed` "
             "(a field, the subject, or the dates: granted_at in the future, expires_at not after it "
             "or more than a year later), 403 `scope_required`, 409 `idempotency_in_progress`, 422 "
-            "`idempotency_key_reused`."
+            "`idempotency_key_reused`, 422 `raw_identifier_refused` (a subject with `id_number` on an "
+            "exchange that takes blind subjects only)."
         ),
         request=ConsentInput,
         examples=[

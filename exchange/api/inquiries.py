@@ -130,7 +130,9 @@ class InquiryListCreateView(MemberView):
             "suppressed), a summary, and how often other members asked about this subject lately. "
             "Errors: 403 `consent_required` (no active consent of yours for this subject and "
             "purpose; the attempt is audited), 403 `reciprocity_required`, 403 `scope_required`, "
-            "422 `validation_failed`, 409 `idempotency_in_progress`, 422 `idempotency_key_reused`."
+            "422 `validation_failed`, 409 `idempotency_in_progress`, 422 `idempotency_key_reused`,"
+            " 422 `raw_identifier_refused` (a subject with `id_number` on an "
+            "exchange that takes blind subjects only)."
         ),
         request=InquiryInput,
         examples=[

@@ -229,7 +229,9 @@ class RecordListCreateView(MemberView):
             "version of that record. With an `Idempotency-Key`, a retry returns the first answer and "
             "stores nothing new. Errors: 400 `malformed_request` (not a JSON object with `records`), "
             "403 `scope_required`, 409 `idempotency_in_progress`, 413 `payload_too_large`, 422 "
-            "`validation_failed` or `idempotency_key_reused`."
+            "`validation_failed` or `idempotency_key_reused`,"
+            " 422 `raw_identifier_refused` (a subject with `id_number` on an "
+            "exchange that takes blind subjects only)."
         ),
         request=RecordBatchInput,
         examples=[

@@ -249,7 +249,8 @@ class SubmissionListCreateView(MemberView):
         description=(
             "Three ways to send the file, all treated alike (same limits, same duplicate "
             "detection): as the raw body with `Content-Type: text/csv` (a header row of the record "
-            "fields, the subject flattened to id_type, id_number, name, country; an empty cell means "
+            "fields, the subject flattened to id_type, id_number, name, country, or blind instead of "
+            "id_number for blind subjects; an empty cell means "
             "absent) or `application/x-ndjson` (one record object per line); or as the `file` part "
             "of a `multipart/form-data` body (with a Content-Length), its format from the part's "
             "Content-Type or else its name (.csv, .jsonl, .ndjson). The answer comes at once (202); "
@@ -257,7 +258,9 @@ class SubmissionListCreateView(MemberView):
             "again answers the first submission (`duplicate`: true) and stores nothing twice. "
             "Errors: 400 `malformed_request` (empty or not UTF-8 text, or a malformed form), 403 "
             "`scope_required`, 413 `payload_too_large`, 415 `unsupported_media_type`, 422 "
-            "`validation_failed` (a form without exactly one `file` part, or with other fields)."
+            "`validation_failed` (a form without exactly one `file` part, or with other fields), 422 "
+            "`raw_identifier_refused` (a CSV with an id_number column on an exchange that takes blind "
+            "subjects only)."
         ),
         request={
             "multipart/form-data": OpenApiRequest(
