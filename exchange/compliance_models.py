@@ -95,7 +95,8 @@ class AlertStatus(models.TextChoices):
 
 
 class ComplianceAlert(models.Model):
-    """One rule fired for one member over one window (a clock hour, or a UTC day for disputes).
+    """One rule fired for one member over one window (a clock hour; for disputes, from the first
+    dispute of a rolling 24 hours to the last run that still found the member above the threshold).
 
     Evaluating the rules again updates the alert of the same member, kind and window (its count
     may grow) instead of raising it twice; compliance staff close it once reviewed.
