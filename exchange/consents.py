@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -11,11 +10,11 @@ from django.utils import timezone
 
 from audit.actions import Action
 from audit.services import audit_write, insert_audited
-from core.problems import ApiError, Invalid, NotFound
+from core.problems import ApiError, Invalid
 from exchange.models import (
     Consent,
 )
-from exchange.services import Caller, audit_denied, parse_subject_or_invalid
+from exchange.services import Caller, audit_denied, owned_or_404, parse_subject_or_invalid
 
 
 def _one_year_after(moment: datetime) -> datetime:
@@ -92,15 +91,7 @@ def _refuse_reused_evidence(caller: Caller, token: str, evidence_sha256: str) ->
 
 
 def consent_get(*, caller: Caller, consent_id: Any, action: str = Action.CONSENT_READ) -> Consent:
-    try:
-        consent_uuid = uuid.UUID(str(consent_id))
-    except ValueError:
-        raise NotFound() from None
-    consent = Consent.objects.filter(pk=consent_uuid, member=caller.member).first()
-    if consent is None:
-        audit_denied(caller, action, "not_found", object_type="consent", object_id=str(consent_uuid))
-        raise NotFound()
-    return consent
+    return owned_or_404(caller, Consent.objects.all(), consent_id, action=action, object_type="consent")
 
 
 def consent_revoke(*, caller: Caller, consent_id: Any) -> Consent:

@@ -21,9 +21,9 @@ from django.utils import timezone
 
 from audit.actions import Action
 from audit.services import audit_write
-from core.problems import ApiError, Malformed, NotFound, PayloadTooLarge
+from core.problems import ApiError, Malformed, PayloadTooLarge
 from exchange.models import EvidenceRequest, EvidenceStatus, Inquiry
-from exchange.services import Caller, audit_denied
+from exchange.services import Caller, audit_denied, owned_or_404
 from members.models import Member
 
 MAX_DOCUMENT_BYTES = 20 * 1024 * 1024  # the contract's cap on an evidence document
@@ -126,15 +126,9 @@ def evidence_requests_open(
 
 def evidence_request_get(*, caller: Caller, request_id: Any, action: str) -> EvidenceRequest:
     """One of the caller's requests; another member's is not found (audited as denied)."""
-    try:
-        pk = uuid.UUID(str(request_id))
-    except ValueError:
-        raise NotFound() from None
-    request = EvidenceRequest.objects.filter(pk=pk, member=caller.member).first()
-    if request is None:
-        audit_denied(caller, action, "not_found", object_type="evidence_request", object_id=str(pk))
-        raise NotFound()
-    return request
+    return owned_or_404(
+        caller, EvidenceRequest.objects.all(), request_id, action=action, object_type="evidence_request"
+    )
 
 
 def _already_answered(caller: Caller, request: EvidenceRequest) -> ApiError:

@@ -139,7 +139,7 @@ class EvidenceAnswerView(MemberView):
                 Action.EVIDENCE_ANSWER,
                 "unsupported_media_type",
                 object_type="evidence_request",
-                object_id=str(evidence_request_id)[:64],
+                object_id=str(services.parse_id(evidence_request_id) or ""),  # never the raw path text
             )
             raise ApiError(
                 status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
