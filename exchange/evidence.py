@@ -7,7 +7,6 @@ the size and the verdict. An unanswered request reads as `overdue` as soon as `d
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import random
 import uuid
@@ -23,6 +22,7 @@ from django.utils import timezone
 from audit.actions import Action
 from audit.services import audit_write, insert_sealed
 from core.problems import ApiError, Malformed, PayloadTooLarge
+from core.streams import hash_blocks
 from exchange.models import EvidenceRequest, EvidenceStatus, Inquiry, evidence_status_q
 from exchange.services import Caller, audit_denied, owned_or_404
 from members.models import Member
@@ -175,16 +175,13 @@ def _already_answered(caller: Caller, request: EvidenceRequest) -> ApiError:
 
 def hash_stream(read: Callable[[int], bytes], *, limit: int) -> tuple[str, int]:
     """SHA-256 and size of a body read in blocks; PayloadTooLarge past `limit` bytes. Nothing kept."""
-    digest = hashlib.sha256()
-    size = 0
-    while True:
-        block = read(READ_BLOCK)
-        if not block:
-            return digest.hexdigest(), size
-        size += len(block)
-        if size > limit:
-            raise PayloadTooLarge(f"An evidence document may be at most {limit} bytes.")
-        digest.update(block)
+    hashed = hash_blocks(
+        read,
+        block_size=READ_BLOCK,
+        limit=limit,
+        too_large=lambda: PayloadTooLarge(f"An evidence document may be at most {limit} bytes."),
+    )
+    return hashed.sha256, hashed.size
 
 
 def evidence_answer(
