@@ -4,8 +4,9 @@ compliance group.
 
 Every rule is an aggregate query over an indexed time range (inquiries by `created_at`, refusals
 by the partial index of denied audit events, disputes by `opened_at`, evidence requests by status),
-grouped by member and clock hour (UTC day for disputes); Python only walks the aggregated rows.
-Re-evaluating a window updates its alert (the count may grow) and never raises it twice.
+grouped by member and clock hour (disputes: by member over the 24 hours ending at the run); Python
+only walks the aggregated rows. Re-evaluating a window updates its alert (the count may grow) and
+never raises it twice.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.db.models import Count, IntegerField, Max, Min, Sum
 from django.db.models.fields.json import KeyTextTransform
-from django.db.models.functions import Cast, Coalesce, TruncDay, TruncHour
+from django.db.models.functions import Cast, Coalesce, TruncHour
 from django.utils import timezone
 
 from audit.actions import Action
@@ -48,6 +49,7 @@ logger = logging.getLogger(__name__)
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
 BASELINE = timedelta(days=7)
+BASELINE_HOURS = 7 * 24
 EVIDENCE_REUSED = "consent_evidence_reused"
 QUOTA_EXCEEDED = "quota_exceeded"
 
@@ -150,10 +152,11 @@ def hourly_subjects(start: datetime, until: datetime) -> dict[object, dict[datet
 
 
 def baseline_median(hours: dict[datetime, dict], hour: datetime) -> float:
-    """The member's median distinct subjects per hour over the 7 days before `hour`, counting the
-    hours in which it queried at all: an office-hours member's nights would make every baseline 0."""
+    """The member's median distinct subjects per hour over the 168 clock hours before `hour`, the
+    hours without an inquiry counting as 0 (the aggregates hold only the hours with inquiries: the
+    empty ones are added here, never queried)."""
     prior = [row["subjects"] for at, row in hours.items() if hour - BASELINE <= at < hour]
-    return statistics.median(prior) if prior else 0
+    return statistics.median(prior + [0] * (BASELINE_HOURS - len(prior)))
 
 
 def volume_threshold(median: float) -> int:
@@ -181,7 +184,7 @@ def rule_inquiry_volume(start: datetime, until: datetime) -> list[Finding]:
                         row["first"],
                         row["last"],
                         f"{row['subjects']} distinct subjects in {_span(hour)}; threshold {threshold} "
-                        f"(7-day median {median:g} per active hour)",
+                        f"(7-day median {median:g} per hour)",
                         baseline=round(median),
                     )
                 )
@@ -290,12 +293,14 @@ def rule_evidence_failed(start: datetime, until: datetime) -> list[Finding]:
 
 
 def rule_dispute_volume(start: datetime, until: datetime) -> list[Finding]:
+    """Disputes filed by each member in the 24 hours ending at `until` (the run time): a rolling
+    window, not a calendar day. `start` is not used: every run looks at its own last 24 hours.
+    The finding's window starts at the first of those disputes (the same for two runs at once)."""
     threshold = settings.EXCHANGE_ALERT_DISPUTES_PER_DAY
     rows = (
-        Dispute.objects.filter(opened_at__gte=_day(start), opened_at__lte=until, filed_by__isnull=False)
-        .annotate(day=TruncDay("opened_at"))
+        Dispute.objects.filter(opened_at__gt=until - DAY, opened_at__lte=until, filed_by__isnull=False)
         .order_by()
-        .values("filed_by_id", "day")
+        .values("filed_by_id")
         .annotate(n=Count("id"), first=Min("opened_at"), last=Max("opened_at"))
         .filter(n__gt=threshold)
     )
@@ -303,20 +308,37 @@ def rule_dispute_volume(start: datetime, until: datetime) -> list[Finding]:
         Finding(
             row["filed_by_id"],
             AlertKind.DISPUTE_VOLUME,
-            row["day"],
-            row["day"] + DAY,
+            row["first"],
+            until,
             row["n"],
             threshold,
             row["first"],
             row["last"],
-            f"{row['n']} disputes filed on {row['day']:%Y-%m-%d} (UTC); threshold {threshold}",
+            _disputes_detail(row["n"], row["first"], until, threshold),
         )
         for row in rows
     ]
 
 
+def _disputes_detail(count: int, start: datetime, end: datetime, threshold: int) -> str:
+    return (
+        f"{count} disputes filed within 24 hours ({start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC); "
+        f"threshold {threshold}"
+    )
+
+
+def _continue_dispute_alert(finding: Finding, ongoing: ComplianceAlert) -> None:
+    """A dispute_volume finding whose 24 hours overlap an alert's window continues that alert: the
+    window stretches to the run, the count is the most disputes seen in any of its 24 hours."""
+    finding.window_start = ongoing.window_start
+    finding.count = max(finding.count, ongoing.count)
+    finding.first_at = min(finding.first_at, ongoing.first_at)
+    finding.last_at = max(finding.last_at, ongoing.last_at)
+    finding.detail = _disputes_detail(finding.count, finding.window_start, finding.window_end, finding.threshold)
+
+
 def findings_for(start: datetime, until: datetime) -> list[Finding]:
-    """Every rule over the clock hours from `start`'s hour (UTC days for disputes) to `until`."""
+    """Every rule over the clock hours from `start`'s hour to `until` (disputes: the 24 hours to `until`)."""
     start = _hour(start)
     members = dict(Member.objects.values_list("code", "id"))
     return [
@@ -376,10 +398,20 @@ def alerts_evaluate(
         (a.member_id, a.kind, a.window_start): a
         for a in ComplianceAlert.objects.filter(window_start__gte=_day(_hour(since)), window_start__lte=until)
     }
+    ongoing = {  # dispute_volume alerts whose window overlaps the 24 hours to `until`; the latest wins
+        a.member_id: a
+        for a in ComplianceAlert.objects.filter(
+            kind=AlertKind.DISPUTE_VOLUME, window_end__gte=until - DAY, window_start__lte=until
+        ).order_by("window_end")
+    }
     alerts, new = [], 0
     now = timezone.now()
     for finding in findings:
+        if finding.kind == AlertKind.DISPUTE_VOLUME and finding.member_id in ongoing:
+            _continue_dispute_alert(finding, ongoing[finding.member_id])
         alert = existing.get((finding.member_id, finding.kind, finding.window_start))
+        if alert is None and finding.kind == AlertKind.DISPUTE_VOLUME:
+            alert = ongoing.get(finding.member_id)
         if alert is None:
             try:
                 alert = _raise(finding, actor=actor, now=now)
@@ -388,7 +420,12 @@ def alerts_evaluate(
                 alert = ComplianceAlert.objects.get(
                     member_id=finding.member_id, kind=finding.kind, window_start=finding.window_start
                 )
-        elif (alert.count, alert.last_at, alert.threshold) != (finding.count, finding.last_at, finding.threshold):
+        elif (alert.count, alert.last_at, alert.threshold, alert.window_end) != (
+            finding.count,
+            finding.last_at,
+            finding.threshold,
+            finding.window_end,
+        ):
             alert.count, alert.threshold, alert.baseline = finding.count, finding.threshold, finding.baseline
             alert.first_at, alert.last_at, alert.detail = finding.first_at, finding.last_at, finding.detail[:300]
             alert.window_end, alert.updated_at = finding.window_end, now

@@ -27,6 +27,22 @@ ANSWERED = (EvidenceStatus.VERIFIED, EvidenceStatus.MISMATCH)
 UNANSWERED = (EvidenceStatus.OPEN, EvidenceStatus.OVERDUE)
 
 
+def evidence_status_q(status: str, now) -> Q:
+    """The requests whose status, as of `now`, is `status`: an open request past `due_at` is
+    already `overdue`, whether or not run_worker has stored it yet (index evidence_status_due_idx)."""
+    if status == EvidenceStatus.OPEN:
+        return Q(status=EvidenceStatus.OPEN, due_at__gt=now)
+    if status == EvidenceStatus.OVERDUE:
+        return Q(status=EvidenceStatus.OVERDUE) | Q(status=EvidenceStatus.OPEN, due_at__lte=now)
+    return Q(status=status)
+
+
+class EvidenceRequestQuerySet(models.QuerySet):
+    def with_status(self, status: str, now=None) -> EvidenceRequestQuerySet:
+        """Filter by the status as read now (`evidence_status_q`), not the stored one."""
+        return self.filter(evidence_status_q(status, now or timezone.now()))
+
+
 class EvidenceRequest(models.Model):
     """The exchange asks a member for the signed authorisation behind one of its inquiries.
 
@@ -49,6 +65,8 @@ class EvidenceRequest(models.Model):
     answered_at = models.DateTimeField(null=True, blank=True)
     document_sha256 = models.CharField("document SHA-256", max_length=64, blank=True)
     document_size = models.BigIntegerField(null=True, blank=True, help_text="bytes")
+
+    objects = EvidenceRequestQuerySet.as_manager()
 
     class Meta:
         constraints = [
@@ -75,6 +93,17 @@ class EvidenceRequest(models.Model):
     def answered(self) -> bool:
         return self.status in ANSWERED
 
+    def status_at(self, now=None) -> str:
+        """The status as of `now`: `overdue` as soon as `due_at` has passed unanswered, before
+        run_worker stores it (`status` is the stored one)."""
+        if self.status == EvidenceStatus.OPEN and self.due_at <= (now or timezone.now()):
+            return EvidenceStatus.OVERDUE
+        return self.status
+
+    @property
+    def current_status(self) -> str:
+        return self.status_at()
+
     @property
     def late(self) -> bool:
         return self.answered_at is not None and self.answered_at > self.due_at
@@ -95,7 +124,8 @@ class AlertStatus(models.TextChoices):
 
 
 class ComplianceAlert(models.Model):
-    """One rule fired for one member over one window (a clock hour, or a UTC day for disputes).
+    """One rule fired for one member over one window (a clock hour; for disputes, from the first
+    dispute of a rolling 24 hours to the last run that still found the member above the threshold).
 
     Evaluating the rules again updates the alert of the same member, kind and window (its count
     may grow) instead of raising it twice; compliance staff close it once reviewed.

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import uuid
+import hashlib
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from audit.actions import Action
 from audit.services import audit_write, insert_audited
-from core.problems import ApiError, Invalid, NotFound
+from core.problems import ApiError, Invalid
 from exchange.models import (
     Consent,
 )
-from exchange.services import Caller, audit_denied, parse_subject_or_invalid
+from exchange.services import Caller, audit_denied, owned_or_404, parse_subject_or_invalid
 
 
 def _one_year_after(moment: datetime) -> datetime:
@@ -50,7 +50,6 @@ def consent_register(
     if errors:
         raise Invalid(errors)
     evidence_sha256 = evidence_sha256.lower()
-    _refuse_reused_evidence(caller, token, evidence_sha256)
     consent = Consent(
         member=caller.member,
         subject_token=token,
@@ -61,46 +60,60 @@ def consent_register(
         granted_at=granted_at,
         expires_at=expires_at,
     )
-    insert_audited(  # the consent and its audit event: one statement on PostgreSQL
-        consent,
-        action=Action.CONSENT_REGISTER,
-        actor=caller.actor,
-        member_code=caller.member.code,
-        object_type="consent",
-        subject_token=token,
-        details={"purpose": purpose, "channel": channel, "expires_at": expires_at.isoformat()},
-    )
+    with transaction.atomic():
+        # The check and the insert under one lock, in one transaction: two registrations of one
+        # hash for two subjects at once (two processes) cannot both pass the check.
+        _lock_evidence(caller, evidence_sha256)
+        reused = _evidence_reused(caller, token, evidence_sha256)
+        if not reused:
+            insert_audited(  # the consent and its audit event, both or neither
+                consent,
+                action=Action.CONSENT_REGISTER,
+                actor=caller.actor,
+                member_code=caller.member.code,
+                object_type="consent",
+                subject_token=token,
+                details={"purpose": purpose, "channel": channel, "expires_at": expires_at.isoformat()},
+            )
+    if reused:  # refused once the lock is released; the refusal's audit event commits on its own
+        _refuse_reused_evidence(caller, token)
     return consent
 
 
-def _refuse_reused_evidence(caller: Caller, token: str, evidence_sha256: str) -> None:
+def _lock_evidence(caller: Caller, evidence_sha256: str) -> None:
+    """On PostgreSQL, a transaction-level advisory lock on (member, evidence hash), released at the
+    commit: registrations of one member's hash wait for each other, any other goes on. SQLite
+    (development only) lets one writing transaction at a time run."""
+    if connection.vendor != "postgresql":
+        return
+    digest = hashlib.sha256(f"consent-evidence\0{caller.member.pk}\0{evidence_sha256}".encode()).digest()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [int.from_bytes(digest[:8], "big", signed=True)])
+
+
+def _evidence_reused(caller: Caller, token: str, evidence_sha256: str) -> bool:
     """One signed authorisation names one borrower: the member may not register its hash for
-    another subject (a renewal for the same subject may reuse it). Audited, then 422."""
-    reused = (
+    another subject (a renewal for the same subject may reuse it)."""
+    return (
         Consent.objects.filter(member=caller.member, evidence_sha256=evidence_sha256)
         .exclude(subject_token=token)
         .exists()
     )
-    if reused:
-        audit_denied(caller, Action.CONSENT_REGISTER, "consent_evidence_reused", subject_token=token)
-        raise ApiError(
-            422,
-            "consent_evidence_reused",
-            "You registered this evidence_sha256 for another subject: each borrower's consent needs its own "
-            "signed authorisation.",
-        )
+
+
+def _refuse_reused_evidence(caller: Caller, token: str) -> None:
+    """Audited, then 422."""
+    audit_denied(caller, Action.CONSENT_REGISTER, "consent_evidence_reused", subject_token=token)
+    raise ApiError(
+        422,
+        "consent_evidence_reused",
+        "You registered this evidence_sha256 for another subject: each borrower's consent needs its own "
+        "signed authorisation.",
+    )
 
 
 def consent_get(*, caller: Caller, consent_id: Any, action: str = Action.CONSENT_READ) -> Consent:
-    try:
-        consent_uuid = uuid.UUID(str(consent_id))
-    except ValueError:
-        raise NotFound() from None
-    consent = Consent.objects.filter(pk=consent_uuid, member=caller.member).first()
-    if consent is None:
-        audit_denied(caller, action, "not_found", object_type="consent", object_id=str(consent_uuid))
-        raise NotFound()
-    return consent
+    return owned_or_404(caller, Consent.objects.all(), consent_id, action=action, object_type="consent")
 
 
 def consent_revoke(*, caller: Caller, consent_id: Any) -> Consent:

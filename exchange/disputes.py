@@ -8,7 +8,6 @@ Reasons and notes are encrypted by the model and never copied into an audit even
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -24,7 +23,7 @@ from audit.services import audit_write
 from core.problems import ApiError, Forbidden, Invalid, NotFound
 from exchange.models import Dispute, DisputeOutcome, DisputeStatus, Inquiry, Record
 from exchange.records import withdraw_locked
-from exchange.services import Caller, audit_denied
+from exchange.services import Caller, audit_denied, not_found, parse_id
 from members.limits import Quota, quota_take
 from members.models import Scope
 
@@ -38,13 +37,6 @@ class Conflict(ApiError):
 
 def _invalid(field: str, message: str) -> Invalid:
     return Invalid([{"index": None, "field": field, "message": message}], detail=f"{field} {message}.")
-
-
-def _uuid_or_none(value: Any) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        return None
 
 
 def due_at_for(opened_at) -> Any:
@@ -87,11 +79,9 @@ def dispute_get(*, caller: Caller, roles: Roles, dispute_id: Any, action: str = 
     A dispute the member must answer, asked for with a key without the submit scope (and not
     filed by the member), is a 403 scope_required: it is the member's own, so nothing leaks.
     """
-    dispute_uuid = _uuid_or_none(dispute_id)
+    dispute_uuid = parse_id(dispute_id)
     if dispute_uuid is None:
-        # Only a well-formed id is recorded: raw input (a NUL byte, say) never reaches the log.
-        audit_denied(caller, action, "not_found", object_type="dispute", object_id=str(dispute_uuid or ""))
-        raise NotFound()
+        raise not_found(caller, action, object_type="dispute", pk=None)
     dispute = disputes_visible(caller=caller, roles=roles).filter(pk=dispute_uuid).first()
     if dispute is not None:
         return dispute
@@ -105,8 +95,7 @@ def dispute_get(*, caller: Caller, roles: Roles, dispute_id: Any, action: str = 
         needed = Scope.SUBMIT if own.furnisher_id == caller.member.pk else Scope.QUERY
         audit_denied(caller, action, "scope_required", object_type="dispute", object_id=str(dispute_uuid))
         raise Forbidden("scope_required", f"This dispute is reached with an API key with the '{needed}' scope.")
-    audit_denied(caller, action, "not_found", object_type="dispute", object_id=str(dispute_uuid))
-    raise NotFound()
+    raise not_found(caller, action, object_type="dispute", pk=dispute_uuid)
 
 
 # --- opening ---------------------------------------------------------------------------------
@@ -142,7 +131,7 @@ def dispute_open(*, caller: Caller, inquiry_id: Any, line: Any, reason: Any) -> 
     Another member's inquiry is 'not found'; a line outside the report, a record since
     withdrawn or purged, or an open dispute the caller already filed on that line is refused.
     """
-    inquiry_uuid = _uuid_or_none(inquiry_id)
+    inquiry_uuid = parse_id(inquiry_id)
     inquiry = (
         Inquiry.objects.filter(pk=inquiry_uuid, member=caller.member)
         .only("id", "subject_token", "line_records")
@@ -242,16 +231,14 @@ def dispute_resolve(*, caller: Caller, roles: Roles, dispute_id: Any, outcome: s
     already is a 409 `conflict` (the first answer stands; retrying is visibly refused).
     """
     action = Action.DISPUTE_RESOLVE
-    dispute_uuid = _uuid_or_none(dispute_id)
+    dispute_uuid = parse_id(dispute_id)
     found = (
         Dispute.objects.filter(pk=dispute_uuid, record__member=caller.member).only("id").first()
         if dispute_uuid and roles.furnisher
         else None
     )
     if found is None:
-        # Only a well-formed id is recorded: raw input (a NUL byte, say) never reaches the log.
-        audit_denied(caller, action, "not_found", object_type="dispute", object_id=str(dispute_uuid or ""))
-        raise NotFound()
+        raise not_found(caller, action, object_type="dispute", pk=dispute_uuid)
     if outcome not in DisputeOutcome.values:
         raise _invalid("outcome", f"must be one of {', '.join(DisputeOutcome.values)}")
     note = _clean_text(note, "note", required=False)

@@ -1,12 +1,12 @@
 """Evidence requests: compliance staff (or `request_evidence`) pick a member's inquiries and the
 member answers each with the signed authorisation itself. The exchange hashes the document while
 it streams in, compares the hash with the consent's `evidence_sha256` and keeps only the hash,
-the size and the verdict. Unanswered requests become `overdue` past `due_at` (run_worker).
+the size and the verdict. An unanswered request reads as `overdue` as soon as `due_at` has passed
+(EvidenceRequest.status_at, evidence_status_q); run_worker stores it (and audits it) later.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import random
 import uuid
@@ -15,20 +15,22 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from audit.actions import Action
-from audit.services import audit_write
-from core.problems import ApiError, Malformed, NotFound, PayloadTooLarge
-from exchange.models import EvidenceRequest, EvidenceStatus, Inquiry
-from exchange.services import Caller, audit_denied
+from audit.services import audit_write, insert_sealed
+from core.problems import ApiError, Malformed, PayloadTooLarge
+from core.streams import hash_blocks
+from exchange.models import EvidenceRequest, EvidenceStatus, Inquiry, evidence_status_q
+from exchange.services import Caller, audit_denied, owned_or_404
 from members.models import Member
 
 MAX_DOCUMENT_BYTES = 20 * 1024 * 1024  # the contract's cap on an evidence document
 SAMPLE_DAYS = 90  # a sample is drawn from the member's inquiries of this many days
 READ_BLOCK = 1 << 16
+OPEN_ATTEMPTS = 3  # a sample retried without the inquiries another operator requested meanwhile
 
 
 class EvidenceError(Exception):
@@ -62,7 +64,9 @@ def evidence_requests_open(
 
     Named inquiries must be the member's, made under a consent and not requested before
     (EvidenceError otherwise, and nothing is opened). A sample takes what there is, up to `sample`.
-    Each request is audited in the same transaction.
+    The requests and their audit events are inserted in one batch, in one transaction. Another
+    operator requesting one of the inquiries at the same moment is not a 500: named inquiries are
+    refused as already requested (EvidenceError), a sample leaves that inquiry out.
     """
     now = now or timezone.now()
     if inquiry_ids:
@@ -94,30 +98,56 @@ def evidence_requests_open(
         else:  # the database draws: no list of a big member's 90 days in memory
             picked = list(candidates.order_by("?").values_list("pk", flat=True)[:sample])
         chosen = list(Inquiry.objects.filter(pk__in=picked).select_related("consent").order_by("created_at"))
-    opened = []
+    for _attempt in range(OPEN_ATTEMPTS):
+        try:
+            return _insert_requests(member, actor, chosen, now)
+        except IntegrityError:
+            taken = set(
+                EvidenceRequest.objects.filter(inquiry__in=[i.pk for i in chosen]).values_list("inquiry_id", flat=True)
+            )
+            if not taken:
+                raise  # not the one-request-per-inquiry constraint
+            if inquiry_ids:
+                raise EvidenceError(f"inquiry {sorted(map(str, taken))[0]} already has an evidence request") from None
+            chosen = [inquiry for inquiry in chosen if inquiry.pk not in taken]
+    raise EvidenceError("other evidence requests were being opened for this member at the same time; try again")
+
+
+def _insert_requests(member: Member, actor: str, chosen: list[Inquiry], now: datetime) -> list[EvidenceRequest]:
+    """The requests and their audit events, each inserted in one statement, in one transaction."""
+    due = evidence_due(now)
+    opened = [
+        EvidenceRequest(
+            member=member,
+            inquiry=inquiry,
+            consent=inquiry.consent,
+            subject_token=inquiry.subject_token,
+            purpose=inquiry.purpose,
+            expected_sha256=inquiry.consent.evidence_sha256,
+            opened_by=actor,
+            opened_at=now,
+            due_at=due,
+        )
+        for inquiry in chosen
+    ]
+    if not opened:
+        return []
     with transaction.atomic():
-        for inquiry in chosen:
-            request = EvidenceRequest.objects.create(
-                member=member,
-                inquiry=inquiry,
-                consent=inquiry.consent,
-                subject_token=inquiry.subject_token,
-                purpose=inquiry.purpose,
-                expected_sha256=inquiry.consent.evidence_sha256,
-                opened_by=actor,
-                opened_at=now,
-                due_at=evidence_due(now),
-            )
-            audit_write(
-                action=Action.EVIDENCE_OPEN,
-                actor=actor,
-                member_code=member.code,
-                object_type="evidence_request",
-                object_id=request.pk,
-                subject_token=inquiry.subject_token,
-                details={"inquiry": str(inquiry.pk), "due_at": request.due_at.isoformat()},
-            )
-            opened.append(request)
+        EvidenceRequest.objects.bulk_create(opened)
+        insert_sealed(
+            [
+                {
+                    "action": Action.EVIDENCE_OPEN,
+                    "actor": actor,
+                    "member_code": member.code,
+                    "object_type": "evidence_request",
+                    "object_id": request.pk,
+                    "subject_token": request.subject_token,
+                    "details": {"inquiry": str(request.inquiry_id), "due_at": due.isoformat()},
+                }
+                for request in opened
+            ]
+        )
     return opened
 
 
@@ -126,15 +156,9 @@ def evidence_requests_open(
 
 def evidence_request_get(*, caller: Caller, request_id: Any, action: str) -> EvidenceRequest:
     """One of the caller's requests; another member's is not found (audited as denied)."""
-    try:
-        pk = uuid.UUID(str(request_id))
-    except ValueError:
-        raise NotFound() from None
-    request = EvidenceRequest.objects.filter(pk=pk, member=caller.member).first()
-    if request is None:
-        audit_denied(caller, action, "not_found", object_type="evidence_request", object_id=str(pk))
-        raise NotFound()
-    return request
+    return owned_or_404(
+        caller, EvidenceRequest.objects.all(), request_id, action=action, object_type="evidence_request"
+    )
 
 
 def _already_answered(caller: Caller, request: EvidenceRequest) -> ApiError:
@@ -151,16 +175,13 @@ def _already_answered(caller: Caller, request: EvidenceRequest) -> ApiError:
 
 def hash_stream(read: Callable[[int], bytes], *, limit: int) -> tuple[str, int]:
     """SHA-256 and size of a body read in blocks; PayloadTooLarge past `limit` bytes. Nothing kept."""
-    digest = hashlib.sha256()
-    size = 0
-    while True:
-        block = read(READ_BLOCK)
-        if not block:
-            return digest.hexdigest(), size
-        size += len(block)
-        if size > limit:
-            raise PayloadTooLarge(f"An evidence document may be at most {limit} bytes.")
-        digest.update(block)
+    hashed = hash_blocks(
+        read,
+        block_size=READ_BLOCK,
+        limit=limit,
+        too_large=lambda: PayloadTooLarge(f"An evidence document may be at most {limit} bytes."),
+    )
+    return hashed.sha256, hashed.size
 
 
 def evidence_answer(
@@ -243,14 +264,16 @@ def evidence_mark_overdue(*, actor: str, now: datetime | None = None) -> int:
 # --- outcomes per member (console) -------------------------------------------------------------
 
 
-def evidence_outcomes() -> list[dict]:
-    """Per member with any request: counts by status and the rates of the decided ones, worst first."""
+def evidence_outcomes(now: datetime | None = None) -> list[dict]:
+    """Per member with any request: counts by status as of now (an open request past due counts as
+    overdue) and the rates of the decided ones, worst first."""
+    now = now or timezone.now()
     rows = (
         EvidenceRequest.objects.order_by()
         .values("member_id", "member__code", "member__name")
         .annotate(
             total=Count("id"),
-            **{status: Count("id", filter=Q(status=status)) for status in EvidenceStatus.values},
+            **{status: Count("id", filter=evidence_status_q(status, now)) for status in EvidenceStatus.values},
             late=Count("id", filter=Q(answered_at__gt=F("due_at"))),
         )
     )

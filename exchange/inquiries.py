@@ -14,7 +14,7 @@ from django.utils import timezone
 from audit.actions import Action
 from audit.services import insert_audited
 from core.prepared import PreparedQuery, default_connection
-from core.problems import Forbidden, NotFound
+from core.problems import Forbidden
 from exchange.models import (
     OPEN_STATUSES,
     Consent,
@@ -24,7 +24,7 @@ from exchange.models import (
     RecordVersion,
     reciprocity_cutoff,
 )
-from exchange.services import Caller, audit_denied, parse_subject_or_invalid
+from exchange.services import Caller, audit_denied, owned_or_404, parse_subject_or_invalid
 from exchange.validation import format_money
 from members.limits import Quota, quota_take
 from members.models import Member
@@ -257,12 +257,4 @@ def inquiry_create(*, caller: Caller, subject: Any, consent_id: Any, purpose: st
 
 
 def inquiry_get(*, caller: Caller, inquiry_id: Any) -> Inquiry:
-    try:
-        inquiry_uuid = uuid.UUID(str(inquiry_id))
-    except ValueError:
-        raise NotFound() from None
-    inquiry = Inquiry.objects.filter(pk=inquiry_uuid, member=caller.member).first()
-    if inquiry is None:
-        audit_denied(caller, Action.INQUIRY_READ, "not_found", object_type="inquiry", object_id=str(inquiry_uuid))
-        raise NotFound()
-    return inquiry
+    return owned_or_404(caller, Inquiry.objects.all(), inquiry_id, action=Action.INQUIRY_READ, object_type="inquiry")

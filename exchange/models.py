@@ -483,4 +483,5 @@ from exchange.compliance_models import (  # noqa: E402, F401 - registers the mod
     EvidenceStatus,
     InquiryHour,
     RolledUpHour,
+    evidence_status_q,
 )

@@ -19,10 +19,10 @@ from audit.actions import Action
 from audit.services import audit_write, insert_sealed
 from core.copy import NULL, copy_lines, copy_text
 from core.crypto import encrypt
-from core.problems import Invalid, NotFound
+from core.problems import Invalid
 from core.tokens import blind_index
 from exchange.models import Record, RecordVersion
-from exchange.services import Caller, audit_denied
+from exchange.services import Caller, audit_denied, owned_or_404
 from exchange.validation import ParsedRecord, RecordErrors, invalid, parse_record
 from members.models import Member
 
@@ -123,15 +123,7 @@ def records_submit(*, caller: Caller, raw_records: Any) -> list[dict]:
 
 def record_get(*, caller: Caller, record_id: Any, action: str = Action.RECORD_READ) -> Record:
     """A record of the caller's own; another member's record is 'not found', never 'forbidden'."""
-    try:
-        record_uuid = uuid.UUID(str(record_id))
-    except ValueError:
-        raise NotFound() from None
-    record = Record.objects.with_disputed().filter(pk=record_uuid, member=caller.member).first()
-    if record is None:
-        audit_denied(caller, action, "not_found", object_type="record", object_id=str(record_uuid))
-        raise NotFound()
-    return record
+    return owned_or_404(caller, Record.objects.with_disputed(), record_id, action=action, object_type="record")
 
 
 def record_withdraw(*, caller: Caller, record_id: Any, reason: str) -> Record:

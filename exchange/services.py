@@ -7,13 +7,16 @@ change; each refusal is audited in its own transaction before the error is raise
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from django.db import transaction
+from django.db.models import Model, QuerySet
 
 import audit.services
 from audit.services import audit_write
+from core.problems import NotFound
 from exchange.validation import invalid, parse_subject
 from members.models import Member
 
@@ -70,3 +73,39 @@ def audit_read(
             subject_token=subject_token,
             details=details,
         )
+
+
+# --- one of the caller's objects, by the id in a path --------------------------------------------
+
+
+def parse_id(raw: Any) -> uuid.UUID | None:
+    """The UUID in a path, or None when it is not one."""
+    try:
+        return uuid.UUID(str(raw))
+    except ValueError:
+        return None
+
+
+def not_found(caller: Caller, action: str, *, object_type: str, pk: uuid.UUID | None, **details) -> NotFound:
+    """Audit a 404 (refused as `not_found`) and return the error to raise. A malformed id is
+    recorded only as malformed: the raw path text (anything at all) never reaches the log."""
+    if pk is None:
+        details["malformed_id"] = True
+    audit_denied(caller, action, "not_found", object_type=object_type, object_id=str(pk or ""), **details)
+    return NotFound()
+
+
+M = TypeVar("M", bound=Model)
+
+
+def owned_or_404(
+    caller: Caller, queryset: QuerySet[M], raw_id: Any, *, action: str, object_type: str, owner: str = "member"
+) -> M:
+    """The object of `queryset` with this id that belongs to the caller (`owner` is the field naming
+    its member); anything else, a malformed id or another member's object, is 404 `not_found`,
+    audited as refused."""
+    pk = parse_id(raw_id)
+    found = queryset.filter(pk=pk, **{owner: caller.member}).first() if pk is not None else None
+    if found is None:
+        raise not_found(caller, action, object_type=object_type, pk=pk)
+    return found

@@ -29,7 +29,7 @@ from audit.services import audit_write
 from exchange.admin.console import ConsoleAction, ServiceOnlyAdmin, Tool, audit_refusal, short
 from exchange.alerts import alert_close
 from exchange.evidence import SAMPLE_DAYS, EvidenceError, evidence_outcomes, evidence_requests_open
-from exchange.models import AlertStatus, ComplianceAlert, EvidenceRequest, EvidenceStatus
+from exchange.models import AlertStatus, ComplianceAlert, EvidenceRequest, EvidenceStatus, evidence_status_q
 from members.models import Member
 
 VIEW_PERMISSION = "exchange.view_evidencerequest"
@@ -58,19 +58,45 @@ class MemberColumn:
 # --- evidence requests --------------------------------------------------------------------------
 
 
+class EvidenceStatusFilter(admin.SimpleListFilter):
+    """By the status as of now: an open request past `due_at` is listed as overdue at once, not
+    only once run_worker has stored it."""
+
+    title = "status"
+    parameter_name = "status"
+
+    def lookups(self, request, model_admin):
+        return EvidenceStatus.choices
+
+    def queryset(self, request, queryset):
+        wanted = self.value()
+        if wanted in EvidenceStatus.values:
+            return queryset.filter(evidence_status_q(wanted, timezone.now()))
+        return queryset
+
+
 @admin.register(EvidenceRequest)
 class EvidenceRequestAdmin(MemberColumn, ServiceOnlyAdmin):
     # Each list and object page audited by ServiceOnlyAdmin (audit.console.AuditedPages), as these.
     audit_list_action = audit_view_action = Action.COMPLIANCE_VIEW
-    list_display = ("short_id", "member_code", "status", "inquiry_link", "opened_at", "due_at", "answered_at", "late")
-    list_filter = ("status", "member", "opened_at", "due_at")
+    list_display = (
+        "short_id",
+        "member_code",
+        "status_now",
+        "inquiry_link",
+        "opened_at",
+        "due_at",
+        "answered_at",
+        "late",
+    )
+    list_filter = (EvidenceStatusFilter, "member", "opened_at", "due_at")
     list_select_related = ("member",)
     search_fields = ("=subject_token",)
     ordering = ("-opened_at", "-id")
     fields = (
         "id",
         "member",
-        "status",
+        "status_now",
         "inquiry_link",
         "consent",
         "purpose",
@@ -86,6 +112,10 @@ class EvidenceRequestAdmin(MemberColumn, ServiceOnlyAdmin):
         "document_size",
     )
     readonly_fields = fields
+
+    @admin.display(description="status", ordering="status")
+    def status_now(self, obj: EvidenceRequest) -> str:
+        return obj.current_status  # overdue once past due_at, before run_worker stores it
 
     @admin.display(description="inquiry")
     def inquiry_link(self, obj: EvidenceRequest) -> str:

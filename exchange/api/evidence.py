@@ -42,7 +42,11 @@ class EvidenceRequestOutput(serializers.Serializer):
     purpose = serializers.CharField()
     opened_at = serializers.DateTimeField()
     due_at = serializers.DateTimeField()
-    status = serializers.ChoiceField(choices=EvidenceStatus.choices)
+    status = serializers.ChoiceField(
+        choices=EvidenceStatus.choices,
+        source="current_status",
+        help_text="`overdue` as soon as `due_at` has passed unanswered",
+    )
     answered_at = serializers.DateTimeField(allow_null=True)
 
 
@@ -82,7 +86,7 @@ class EvidenceRequestListView(MemberView):
         if wanted is not None:
             if wanted not in EvidenceStatus.values:
                 raise field_error("status", f"must be one of {', '.join(EvidenceStatus.values)}")
-            queryset = queryset.filter(status=wanted)
+            queryset = queryset.with_status(wanted)  # as of now: an open request past due_at is overdue
         page, respond = self.paginate(queryset, EvidenceRequestOutput, EvidencePage())
         services.audit_read(self.caller, Action.EVIDENCE_LIST, count=len(page), status=wanted or "")
         return respond()
@@ -139,7 +143,7 @@ class EvidenceAnswerView(MemberView):
                 Action.EVIDENCE_ANSWER,
                 "unsupported_media_type",
                 object_type="evidence_request",
-                object_id=str(evidence_request_id)[:64],
+                object_id=str(services.parse_id(evidence_request_id) or ""),  # never the raw path text
             )
             raise ApiError(
                 status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,

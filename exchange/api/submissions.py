@@ -9,7 +9,6 @@ then stored the same way (see exchange/bulk/ for what happens next).
 from __future__ import annotations
 
 import json
-import uuid
 from pathlib import PurePath
 from typing import Any
 
@@ -25,7 +24,7 @@ from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 
 from audit.actions import Action
-from core.problems import ApiError, Malformed, NotFound, PayloadTooLarge, problem_response, unknown_fields_message
+from core.problems import ApiError, Malformed, PayloadTooLarge, problem_response, unknown_fields_message
 from exchange import services
 from exchange.api.base import MemberView, field_error
 from exchange.bulk import upload as bulk
@@ -216,15 +215,9 @@ def _deny(caller: services.Caller, action: str, why: str, **details) -> None:
 
 def submission_get(caller: services.Caller, submission_id: Any, action: str) -> Submission:
     """One of the caller's submissions; another member's is 'not found' (audited as denied)."""
-    try:
-        submission_uuid = uuid.UUID(str(submission_id))
-    except ValueError:
-        raise NotFound() from None
-    submission = Submission.objects.filter(pk=submission_uuid, member=caller.member).first()
-    if submission is None:
-        _deny(caller, action, "not_found", submission=str(submission_uuid))
-        raise NotFound()
-    return submission
+    return services.owned_or_404(
+        caller, Submission.objects.all(), submission_id, action=action, object_type="submission"
+    )
 
 
 class SubmissionListCreateView(MemberView):

@@ -5,7 +5,6 @@ place), checked to be text, then registered as a submission and handed to the wo
 from __future__ import annotations
 
 import codecs
-import hashlib
 import os
 import uuid
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from django.utils import timezone
 
 from audit.actions import Action
 from audit.services import audit_write
+from core.streams import Hashed, hash_blocks
 from core.tokens import keyed_digest
 from exchange.bulk.rows import SNIFF_BYTES, FileRejected, csv_head_check, sniff_text
 from exchange.bulk.worker import file_path, lease, storage_dir, submission_enqueue
@@ -93,49 +93,38 @@ def upload_store(read: Callable[[int], bytes], *, fmt: str, limit: int) -> Store
     directory = storage_dir()
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f".upload-{uuid.uuid4().hex}.part"
-    digest = hashlib.sha256()
-    size = newlines = 0
-    head = b""
-    last = b""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "wb") as out:
-            while True:
-                block = read(READ_BLOCK)
-                if not block:
-                    break
-                size += len(block)
-                if size > limit:
-                    raise UploadTooLarge()
-                if len(head) < SNIFF_BYTES:
-                    head += block[: SNIFF_BYTES - len(head)]
-                digest.update(block)
-                newlines += block.count(b"\n")
-                last = block[-1:]
-                out.write(block)
+            hashed = hash_blocks(
+                read,
+                block_size=READ_BLOCK,
+                limit=limit,
+                too_large=UploadTooLarge,
+                head_bytes=SNIFF_BYTES,
+                sink=out.write,
+            )
+        head, size = hashed.head, hashed.size
         _check_head(head, size)
         if fmt == SubmissionFormat.CSV:
             csv_head_check(head)
     except BaseException:
         path.unlink(missing_ok=True)
         raise
-    return StoredFile(path, digest.hexdigest(), size, _estimate_rows(fmt, newlines, size, last))
+    return _stored(path, hashed, fmt)
 
 
 def file_inspect(path: Path, *, fmt: str) -> StoredFile:
-    """Hash and count an operator's file in place (import_records), checking it is text."""
-    digest = hashlib.sha256()
-    size = newlines = 0
-    head = last = b""
+    """Hash and count an operator's file in place (import_records), checking it is text as an
+    upload is (FileRejected: empty, NUL bytes, not UTF-8)."""
     with open(path, "rb") as source:
-        while block := source.read(READ_BLOCK):
-            if len(head) < SNIFF_BYTES:
-                head += block[: SNIFF_BYTES - len(head)]
-            size += len(block)
-            digest.update(block)
-            newlines += block.count(b"\n")
-            last = block[-1:]
-    return StoredFile(path, digest.hexdigest(), size, _estimate_rows(fmt, newlines, size, last))
+        hashed = hash_blocks(source.read, block_size=READ_BLOCK, head_bytes=SNIFF_BYTES)
+    _check_head(hashed.head, hashed.size)
+    return _stored(path, hashed, fmt)
+
+
+def _stored(path: Path, hashed: Hashed, fmt: str) -> StoredFile:
+    return StoredFile(path, hashed.sha256, hashed.size, _estimate_rows(fmt, hashed.newlines, hashed.size, hashed.last))
 
 
 def _check_head(head: bytes, size: int) -> None:

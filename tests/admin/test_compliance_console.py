@@ -120,3 +120,37 @@ def test_each_alert_page_view_is_one_audit_event_without_the_query_string(compli
     views = AuditEvent.objects.filter(action="compliance_alert.view").order_by("id")[before:]
     assert len(views) == 2  # one for the list, one for the page: not twice each
     assert all("11010519491231002X" not in str(event.details) for event in views)
+
+
+def test_a_request_past_due_is_listed_and_filtered_as_overdue_before_run_worker_runs(compliance, data, bank_b):
+    [inquiry] = Inquiry.objects.filter(member=bank_b.member)
+    [request] = evidence_requests_open(member=bank_b.member, actor="staff:carl", inquiry_ids=[inquiry.pk])
+    EvidenceRequest.objects.filter(pk=request.pk).update(
+        opened_at=timezone.now() - timedelta(days=11), due_at=timezone.now() - timedelta(seconds=1)
+    )
+    changelist = reverse("admin:exchange_evidencerequest_changelist")
+    overdue = compliance.get(changelist, {"status": "overdue"})
+    assert overdue.status_code == 200 and str(request.pk)[:8] in overdue.content.decode()
+    assert list(overdue.context["cl"].result_list) == [request]
+    assert list(compliance.get(changelist, {"status": "open"}).context["cl"].result_list) == []
+    page = compliance.get(reverse("admin:exchange_evidencerequest_change", args=[request.pk])).content.decode()
+    assert ">overdue<" in page
+    assert EvidenceRequest.objects.get(pk=request.pk).status == "open"  # stored by run_worker later
+
+
+def test_a_spot_check_opened_meanwhile_by_another_operator_is_a_form_error(compliance, data, bank_b, monkeypatch):
+    from exchange import evidence
+
+    [inquiry] = Inquiry.objects.filter(member=bank_b.member)
+    real = evidence._insert_requests
+
+    def racing(member, actor, chosen, now):
+        if not EvidenceRequest.objects.exists():
+            real(member, "staff:other", chosen, now)  # the other operator's request, committed first
+        return real(member, actor, chosen, now)
+
+    monkeypatch.setattr(evidence, "_insert_requests", racing)
+    response = compliance.post(reverse("console_compliance"), {"member": bank_b.code, "inquiries": str(inquiry.pk)})
+    assert response.status_code == 200
+    assert "already has an evidence request" in response.content.decode()
+    assert EvidenceRequest.objects.get().opened_by == "staff:other"

@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from audit.models import AuditEvent
 from audit.services import audit_bulk_write
-from exchange.alerts import alerts_evaluate, volume_picture
+from exchange.alerts import alerts_evaluate, baseline_median, volume_picture
 from exchange.evidence import evidence_mark_overdue, evidence_requests_open
 from exchange.models import ComplianceAlert, Dispute, EvidenceRequest, Inquiry, InquiryHour, Record, RolledUpHour
 from exchange.schedule import ComplianceRound, Every
@@ -90,7 +90,7 @@ def kinds(alerts) -> list[tuple[str, str]]:
 
 def test_a_member_fishing_far_above_its_own_baseline_fires_inquiry_volume(bank_a, settings, last_hour):
     settings.EXCHANGE_ALERT_SUBJECTS_PER_HOUR = 20
-    baseline(bank_a.member, last_hour, 5)
+    baseline(bank_a.member, last_hour, 5, hours_per_day=24)
     inquiries(bank_a.member, last_hour, 60, tag="fishing")
     alerts, new = alerts_evaluate(actor=ACTOR)
     [alert] = alerts
@@ -102,13 +102,34 @@ def test_a_member_fishing_far_above_its_own_baseline_fires_inquiry_volume(bank_a
 
 def test_a_busy_honest_member_with_a_steady_baseline_does_not_fire(bank_a, bank_b, settings, last_hour):
     settings.EXCHANGE_ALERT_SUBJECTS_PER_HOUR = 20
-    # Well above the floor every office hour, for a week: its own baseline sets its threshold (3 x 40).
-    baseline(bank_a.member, last_hour, 40)
+    # Well above the floor every hour, for a week: its own baseline sets its threshold (3 x 40).
+    baseline(bank_a.member, last_hour, 40, hours_per_day=24)
     inquiries(bank_a.member, last_hour, 55, tag="busy day")
     # The same subjects asked again and again count once: distinct subjects, not inquiries.
     inquiries(bank_b.member, last_hour, 15, repeat=10)
     alerts, new = alerts_evaluate(actor=ACTOR)
     assert alerts == [] and new == 0
+
+
+def test_the_baseline_median_counts_the_empty_hours_of_the_7_days_as_zero(bank_a, settings, last_hour):
+    settings.EXCHANGE_ALERT_SUBJECTS_PER_HOUR = 20
+    # Office hours only (8 of each day's 24): most of the 168 hours are empty, so the median hourly
+    # count is 0 and the floor (20), not 3 x 20, is the threshold.
+    baseline(bank_a.member, last_hour, 20)
+    inquiries(bank_a.member, last_hour, 50, tag="busy day")
+    [alert] = alerts_evaluate(actor=ACTOR)[0]
+    assert (alert.kind, alert.count, alert.threshold, alert.baseline) == ("inquiry_volume", 50, 20, 0)
+
+
+def test_the_baseline_median_is_over_all_168_hours():
+    hour = _hour(timezone.now())
+    active = {hour - timedelta(hours=n): {"subjects": 40} for n in range(1, 85)}  # 84 of 168 hours
+    assert baseline_median(active, hour) == 20  # the two middle values: 0 and 40
+    active[hour - timedelta(hours=85)] = {"subjects": 40}
+    assert baseline_median(active, hour) == 40
+    active[hour] = active[hour - timedelta(days=8)] = {"subjects": 1000}  # outside the 7 days before
+    assert baseline_median(active, hour) == 40
+    assert baseline_median({}, hour) == 0
 
 
 def test_the_absolute_floor_holds_for_a_member_without_history(bank_a, settings, last_hour):
@@ -190,29 +211,82 @@ def test_evidence_failed_fires_on_a_mismatch_or_an_overdue_request_not_on_a_veri
     assert "1 mismatch" in next(a.detail for a in alerts if a.member == bank_a.member)
 
 
-def test_dispute_volume_fires_above_the_daily_threshold(bank_a, bank_b, settings):
-    settings.EXCHANGE_ALERT_DISPUTES_PER_DAY = 2
+def _disputes(furnished, persona, count, at):
+    for _ in range(count):
+        Dispute.objects.create(
+            record=furnished,
+            subject_token=furnished.subject_token,
+            filed_by=persona.member,
+            reason="The borrower does not recognise this loan.",
+            opened_at=at,
+            due_at=at + timedelta(days=20),
+        )
+
+
+@pytest.fixture
+def furnished(bank_b):
     response = bank_b.client.post("/api/v1/records", {"records": [record("B-1", 1)]}, format="json")
-    furnished = Record.objects.get(pk=response.json()["results"][0]["id"])
-    today = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(minutes=1)
+    return Record.objects.get(pk=response.json()["results"][0]["id"])
 
-    def file(persona, count):
-        for _ in range(count):
-            Dispute.objects.create(
-                record=furnished,
-                subject_token=furnished.subject_token,
-                filed_by=persona.member,
-                reason="The borrower does not recognise this loan.",
-                opened_at=today,
-                due_at=today + timedelta(days=20),
-            )
 
-    file(bank_a, 2)
+def test_dispute_volume_fires_above_the_daily_threshold(bank_a, bank_b, settings, furnished):
+    settings.EXCHANGE_ALERT_DISPUTES_PER_DAY = 2
+    recently = timezone.now() - timedelta(minutes=30)
+    _disputes(furnished, bank_a, 2, recently)
     assert alerts_evaluate(actor=ACTOR)[0] == []
-    file(bank_a, 1)
-    file(bank_b, 2)
+    _disputes(furnished, bank_a, 1, recently)
+    _disputes(furnished, bank_b, 2, recently)
     [alert] = alerts_evaluate(actor=ACTOR)[0]
     assert (alert.member, alert.kind, alert.count, alert.threshold) == (bank_a.member, "dispute_volume", 3, 2)
+
+
+def test_dispute_volume_counts_any_24_hours_across_midnight_not_a_calendar_day(bank_a, settings, furnished):
+    settings.EXCHANGE_ALERT_DISPUTES_PER_DAY = 2
+    midnight = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
+    run = midnight + timedelta(hours=2)
+    _disputes(furnished, bank_a, 2, midnight - timedelta(hours=3))  # the day before
+    _disputes(furnished, bank_a, 1, midnight + timedelta(hours=1))
+    [alert] = alerts_evaluate(actor=ACTOR, until=run)[0]
+    assert (alert.kind, alert.count, alert.threshold) == ("dispute_volume", 3, 2)
+    assert alert.window_start == midnight - timedelta(hours=3) and alert.window_end == run
+
+
+def test_dispute_volume_looks_at_the_24_hours_ending_at_the_run(bank_a, settings, furnished):
+    settings.EXCHANGE_ALERT_DISPUTES_PER_DAY = 2
+    run = timezone.now().replace(hour=12, minute=0, second=0, microsecond=0) - timedelta(days=2)
+    _disputes(furnished, bank_a, 2, run - timedelta(hours=23))
+    _disputes(furnished, bank_a, 1, run - timedelta(hours=1))
+    assert alerts_evaluate(actor=ACTOR, until=run + timedelta(minutes=90))[0] == []  # the 2 left 30 minutes ago
+    assert alerts_evaluate(actor=ACTOR, until=run - timedelta(hours=2))[0] == []  # the 1 not filed yet
+    [alert] = alerts_evaluate(actor=ACTOR, until=run)[0]
+    assert alert.count == 3 and alert.window_end == run
+
+
+def test_a_dispute_volume_alert_goes_on_while_its_24_hours_overlap_and_is_raised_once(bank_a, settings, furnished):
+    settings.EXCHANGE_ALERT_DISPUTES_PER_DAY = 2
+    run = timezone.now().replace(hour=12, minute=0, second=0, microsecond=0) - timedelta(days=3)
+    _disputes(furnished, bank_a, 3, run - timedelta(hours=2))
+    [first], new = alerts_evaluate(actor=ACTOR, until=run)
+    assert new == 1
+    _disputes(furnished, bank_a, 1, run + timedelta(minutes=2))
+    [again], new = alerts_evaluate(actor=ACTOR, until=run + timedelta(minutes=5))
+    assert new == 0 and again.pk == first.pk
+    again.refresh_from_db()
+    assert (again.count, again.window_start, again.window_end) == (
+        4,
+        run - timedelta(hours=2),
+        run + timedelta(minutes=5),
+    )
+    # 23 hours later the first 3 have left the window: the count stays the most seen in 24 hours.
+    _disputes(furnished, bank_a, 2, run + timedelta(hours=23))
+    [later], new = alerts_evaluate(actor=ACTOR, until=run + timedelta(hours=23, minutes=5))
+    assert new == 0 and later.pk == first.pk and ComplianceAlert.objects.get().count == 4
+    # A day without disputes ends it: a new flood is a new alert.
+    flood = run + timedelta(days=3)
+    _disputes(furnished, bank_a, 3, flood)
+    [other], new = alerts_evaluate(actor=ACTOR, until=flood + timedelta(minutes=1))
+    assert new == 1 and other.pk != first.pk and other.count == 3
+    assert AuditEvent.objects.filter(action="compliance_alert.raise").count() == 2
 
 
 # --- storing, auditing, e-mailing --------------------------------------------------------------
@@ -279,7 +353,7 @@ def test_compliance_alerts_prints_each_alert_as_json_and_is_audited(bank_a, last
 
 def test_the_dashboard_picture_sets_each_member_against_its_own_baseline(bank_a, settings, now):
     settings.EXCHANGE_ALERT_SUBJECTS_PER_HOUR = 20
-    baseline(bank_a.member, _hour(now), 10)
+    baseline(bank_a.member, _hour(now) - timedelta(days=1), 10, hours_per_day=24)  # quiet in the last 24 hours
     inquiries(bank_a.member, _hour(now) - timedelta(hours=2), 25, tag="recent")
     [picture] = volume_picture(now)
     assert picture.code == bank_a.code and picture.median == 10 and picture.threshold == 30
@@ -343,10 +417,10 @@ def test_run_worker_does_a_compliance_round_on_its_schedule(bank_a, monkeypatch)
 
 def test_past_hours_are_counted_once_then_read_from_the_hourly_roll_up(bank_a, settings, last_hour):
     settings.EXCHANGE_ALERT_SUBJECTS_PER_HOUR = 20
-    baseline(bank_a.member, last_hour, 40)
+    baseline(bank_a.member, last_hour, 40, hours_per_day=24)
     inquiries(bank_a.member, last_hour, 55, tag="busy day")
     assert alerts_evaluate(actor=ACTOR)[0] == []
-    assert InquiryHour.objects.filter(member=bank_a.member, subjects=40).count() == 7 * 8
+    assert InquiryHour.objects.filter(member=bank_a.member, subjects=40).count() == 7 * 24
     assert RolledUpHour.objects.count() >= 7 * 24  # empty hours too: they are not counted again
     # The baseline now comes from the roll-up: without it the threshold would fall to the floor.
     Inquiry.objects.filter(created_at__lt=last_hour - timedelta(hours=1)).delete()

@@ -240,3 +240,79 @@ def test_inquiries_without_a_consent_left_cannot_be_checked(bank_a):
     with pytest.raises(EvidenceError, match="no consent"):
         evidence_requests_open(member=bank_a.member, actor="cli:x", inquiry_ids=[inquiry_id])
     assert evidence_requests_open(member=bank_a.member, actor="cli:x", sample=5) == []
+
+
+# --- the status as of now -----------------------------------------------------------------------------
+
+
+def _past_due(request: EvidenceRequest) -> None:
+    """Its due date passes (run_worker has not run: the stored status is still open)."""
+    EvidenceRequest.objects.filter(pk=request.pk).update(
+        opened_at=timezone.now() - timedelta(days=11), due_at=timezone.now() - timedelta(seconds=1)
+    )
+
+
+def test_a_request_past_due_reads_overdue_at_once_before_run_worker_stores_it(bank_a, checked):
+    _past_due(checked)
+    assert EvidenceRequest.objects.get(pk=checked.pk).status == "open"  # stored: not marked yet
+    assert bank_a.client.get(f"/api/v1/evidence-requests/{checked.pk}").json()["status"] == "overdue"
+    [listed] = bank_a.client.get("/api/v1/evidence-requests").json()["results"]
+    assert listed["status"] == "overdue"
+    assert bank_a.client.get("/api/v1/evidence-requests?status=open").json()["results"] == []
+    [overdue] = bank_a.client.get("/api/v1/evidence-requests?status=overdue").json()["results"]
+    assert overdue["id"] == str(checked.pk)
+    # run_worker still stores it, audited once; what the member reads does not change.
+    assert evidence_mark_overdue(actor="cli:worker") == 1
+    assert EvidenceRequest.objects.get(pk=checked.pk).status == "overdue"
+    assert bank_a.client.get(f"/api/v1/evidence-requests/{checked.pk}").json()["status"] == "overdue"
+    # Answered late, it reads as its verdict.
+    assert answer(bank_a, checked.pk, DOCUMENT).json()["status"] == "verified"
+    assert bank_a.client.get("/api/v1/evidence-requests?status=overdue").json()["results"] == []
+
+
+def test_the_console_outcomes_count_a_request_past_due_as_overdue(bank_a, checked):
+    from exchange.evidence import evidence_outcomes
+
+    [before] = evidence_outcomes()
+    assert (before["open"], before["overdue"]) == (1, 0)
+    _past_due(checked)
+    [after] = evidence_outcomes()
+    assert (after["open"], after["overdue"], after["overdue_rate"]) == (0, 1, "100%")
+
+
+# --- two operators at once ------------------------------------------------------------------------
+
+
+def _opened_meanwhile(monkeypatch, bank_a, inquiry_ids):
+    """Another operator's request for the inquiries is committed between our check and our insert."""
+    from exchange import evidence
+
+    real = evidence._insert_requests
+
+    def racing(member, actor, chosen, now):
+        if not EvidenceRequest.objects.filter(inquiry__in=inquiry_ids).exists():
+            real(member, "staff:other", [i for i in chosen if str(i.pk) in inquiry_ids], now)
+        return real(member, actor, chosen, now)
+
+    monkeypatch.setattr(evidence, "_insert_requests", racing)
+
+
+def test_naming_an_inquiry_another_operator_just_requested_is_refused_cleanly(bank_a, monkeypatch):
+    from exchange.evidence import EvidenceError
+
+    inquiry_id = inquire(bank_a, 1, grant(bank_a, 1)["id"])
+    _opened_meanwhile(monkeypatch, bank_a, [inquiry_id])
+    with pytest.raises(EvidenceError, match="already has an evidence request"):
+        evidence_requests_open(member=bank_a.member, actor="staff:carl", inquiry_ids=[inquiry_id])
+    [request] = EvidenceRequest.objects.all()
+    assert request.opened_by == "staff:other"
+    assert AuditEvent.objects.filter(action="evidence_request.open").count() == 1
+
+
+def test_a_sample_leaves_out_an_inquiry_another_operator_just_requested(bank_a, monkeypatch):
+    ids = [inquire(bank_a, n, grant(bank_a, n)["id"]) for n in range(1, 4)]
+    _opened_meanwhile(monkeypatch, bank_a, ids[:1])
+    opened = evidence_requests_open(member=bank_a.member, actor="staff:carl", sample=3)
+    assert sorted(str(r.inquiry_id) for r in opened) == sorted(ids[1:])
+    assert EvidenceRequest.objects.count() == 3
+    assert AuditEvent.objects.filter(action="evidence_request.open", actor="staff:carl").count() == 2

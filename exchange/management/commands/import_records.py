@@ -16,6 +16,7 @@ from tqdm import tqdm
 from audit.actors import cli_actor
 from core.commands import get_or_fail
 from exchange.bulk import upload, worker
+from exchange.bulk.rows import FileRejected
 from exchange.models import Submission, SubmissionError, SubmissionFormat, SubmissionStatus
 from members.models import Member
 
@@ -38,9 +39,10 @@ class Command(BaseCommand):
         if not file.is_file():
             raise CommandError(f"No such file: {file}")
         fmt = format or upload.format_for_path(file)
-        stored = upload.file_inspect(file, fmt=fmt)
-        if stored.size == 0:
-            raise CommandError("The file is empty.")
+        try:
+            stored = upload.file_inspect(file, fmt=fmt)  # empty, or not UTF-8 text: refused as an upload is
+        except FileRejected as exc:
+            raise CommandError(str(exc)) from None
         submission, created = upload.submission_create(
             member=member,
             actor=cli_actor("import_records"),
