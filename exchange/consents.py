@@ -48,6 +48,7 @@ def consent_register(
     elif expires_at > _one_year_after(granted_at):
         errors.append({"index": None, "field": "expires_at", "message": "must be at most one year after granted_at"})
     if errors:
+        audit_denied(caller, Action.CONSENT_REGISTER, "validation_failed", subject_token=token, errors=len(errors))
         raise Invalid(errors)
     evidence_sha256 = evidence_sha256.lower()
     consent = Consent(

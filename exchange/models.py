@@ -391,6 +391,7 @@ class SubmissionErrorCode(models.TextChoices):
     TOO_MANY_ERRORS = "too_many_errors", "more rejected rows than EXCHANGE_MAX_ROW_ERRORS"
     MEMBER_SUSPENDED = "member_suspended", "the member was suspended before the file was processed"
     PROCESSING_FAILED = "processing_failed", "processing failed repeatedly"
+    RAW_IDENTIFIER_REFUSED = "raw_identifier_refused", "raw IDs sent to an exchange that takes blind ones only"
 
 
 class SubmissionFormat(models.TextChoices):

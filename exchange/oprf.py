@@ -14,7 +14,7 @@ from audit.actions import Action
 from audit.services import audit_write
 from core import oprf
 from core.problems import Invalid
-from exchange.services import Caller
+from exchange.services import Caller, audit_denied
 from members.limits import Quota, quota_take
 
 
@@ -23,6 +23,7 @@ def oprf_evaluate(*, caller: Caller, blinded: Sequence[object]) -> oprf.Evaluati
     try:
         result = oprf.evaluate_encoded(blinded)
     except oprf.BadElements as exc:
+        audit_denied(caller, Action.OPRF_EVALUATE, "validation_failed", count=len(blinded), errors=len(exc.errors))
         raise Invalid([{"index": i, "field": "blinded", "message": m} for i, m in exc.errors]) from None
     # Counted against the member's OPRF elements per 24 hours (429 quota_exceeded past it, nothing counted).
     quota_take(caller.member, Quota.OPRF, action=Action.OPRF_EVALUATE, amount=len(result.evaluated))

@@ -201,6 +201,10 @@ def parse_subject(
     if not isinstance(raw, dict):
         errors.append(("subject", "must be an object with id_type and id_number (or blind)"))
         return None
+    if "id_number" in raw and not typed_by_staff and raw_subjects_refused():
+        # First, whatever else is wrong: the answer is raw_identifier_refused, not a field to fix.
+        errors.append(("subject.id_number", RAW_REFUSED_MESSAGE))
+        return None
     if not SUBJECT_FIELDS.issuperset(raw):
         errors.append(("subject", unknown_fields_message(set(raw) - SUBJECT_FIELDS, SUBJECT_FIELDS)))
     get = raw.get
@@ -218,13 +222,16 @@ def parse_subject(
     if id_number is not None and blind is not None:
         errors.append(("subject", "carries both id_number and blind: send one of them"))
         return None
+    if blind == "":
+        errors.append(("subject.blind", "is required"))
+        return None
     if blind is not None:
         return _parse_blind(id_type, blind, country, name, errors)
     if id_number is None:
-        errors.append(("subject.id_number", "is required (or blind, for a blind subject)"))
-        return None
-    if not typed_by_staff and raw_subjects_refused():
-        errors.append(("subject.id_number", RAW_REFUSED_MESSAGE))
+        if raw_subjects_refused():
+            errors.append(("subject.blind", "is required"))
+        else:
+            errors.append(("subject.id_number", "is required (or blind, for a blind subject)"))
         return None
     try:
         normalised, country = normalize_subject(id_type, id_number, country)

@@ -46,6 +46,12 @@ def _allow_flush_of_audit_table():
     ops_class.sql_flush = original
 
 
+@pytest.fixture(autouse=True)
+def _submissions_in_tmp(settings, tmp_path_factory):
+    """Uploaded files (raw IDs, even fake ones) go to a temporary folder, never the checkout's var/."""
+    settings.EXCHANGE_SUBMISSIONS_DIR = tmp_path_factory.mktemp("submissions")
+
+
 def bearer(key: str) -> APIClient:
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")

@@ -16,7 +16,7 @@ from audit.actors import member_actor
 from core.identifiers import ID_TYPES
 from core.pagination import CursorPage
 from core.problems import Invalid, Malformed, unknown_fields_message
-from exchange.services import Caller
+from exchange.services import Caller, audit_denied
 
 # Characters str.isprintable() accepts in a header (decoded as Latin-1): no controls, no
 # no-break space, no soft hyphen; no space at either end, where HTTP would strip it.
@@ -61,12 +61,18 @@ class MemberView(APIView):
             member=request.user, actor=member_actor(request.user.code, request.auth.prefix if request.auth else None)
         )
 
-    def validated(self, serializer_class, data=None):
+    def validated(self, serializer_class, data=None, *, action: str = ""):
+        """The body, validated; a refused body is audited under `action` (every refusal is on record)."""
         data = self.request.data if data is None else data
         if not isinstance(data, dict):
+            if action:
+                audit_denied(self.caller, action, "malformed_request")
             raise Malformed("The body must be a JSON object.")
         serializer = serializer_class(data=data)
-        serializer.is_valid(raise_exception=True)
+        if not serializer.is_valid():
+            if action:
+                audit_denied(self.caller, action, "validation_failed", fields=len(serializer.errors))
+            raise serializers.ValidationError(serializer.errors)
         return serializer.validated_data
 
     def paginate(self, queryset, serializer_class, paginator=None):

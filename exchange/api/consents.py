@@ -106,7 +106,7 @@ class ConsentListCreateView(MemberView):
         return idempotent(request, self.caller, lambda: self._register(request), replay=Action.CONSENT_REGISTER_REPLAY)
 
     def _register(self, request):
-        data = self.validated(ConsentInput)
+        data = self.validated(ConsentInput, action=Action.CONSENT_REGISTER)
         consent = consents.consent_register(caller=self.caller, **data)
         return Response(ConsentOutput(consent).data, status=status.HTTP_201_CREATED)
 

@@ -169,7 +169,7 @@ class DisputeListCreateView(DisputeViewMixin):
         responses={201: DisputeOutput},
     )
     def post(self, request):
-        data = self.validated(DisputeInput)
+        data = self.validated(DisputeInput, action=Action.DISPUTE_OPEN)
         dispute = services.dispute_open(caller=self.caller, **data)
         dispute.furnisher_id = None  # the filer's view, whoever furnished the record
         return self.render(dispute, status=status.HTTP_201_CREATED)
@@ -214,6 +214,6 @@ class DisputeResolveView(DisputeViewMixin):
         responses=DisputeOutput,
     )
     def post(self, request, dispute_id):
-        data = self.validated(ResolveInput)
+        data = self.validated(ResolveInput, action=Action.DISPUTE_RESOLVE)
         dispute = services.dispute_resolve(caller=self.caller, roles=self.roles, dispute_id=dispute_id, **data)
         return self.render(dispute)

@@ -153,7 +153,7 @@ class InquiryListCreateView(MemberView):
         return idempotent(request, self.caller, lambda: self._inquire(request), replay=Action.INQUIRY_CREATE_REPLAY)
 
     def _inquire(self, request):
-        data = self.validated(InquiryInput)
+        data = self.validated(InquiryInput, action=Action.INQUIRY_CREATE)
         inquiry = inquiries.inquiry_create(caller=self.caller, **data)
         return Response(inquiry_body(inquiry), status=status.HTTP_200_OK)
 

@@ -9,6 +9,7 @@ from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_f
 from rest_framework import serializers
 from rest_framework.response import Response
 
+from audit.actions import Action
 from core import oprf
 from exchange.api.base import MemberView, StrictSerializer
 from exchange.oprf import oprf_evaluate
@@ -101,7 +102,7 @@ class OprfEvaluateView(MemberView):
     def post(self, request):
         if not (request.auth.has_scope(Scope.SUBMIT) or request.auth.has_scope(Scope.QUERY)):
             raise ScopeRequired("This call needs an API key with the 'submit' or 'query' scope.")
-        data = self.validated(EvaluateInput)
+        data = self.validated(EvaluateInput, action=Action.OPRF_EVALUATE)
         result = oprf_evaluate(caller=self.caller, blinded=data["blinded"])
         return Response(
             {"key_id": result.key_id, "evaluated": [_b64(e) for e in result.evaluated], "proof": _b64(result.proof)}

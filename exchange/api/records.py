@@ -350,6 +350,6 @@ class RecordWithdrawView(MemberView):
         responses=RecordOutput,
     )
     def post(self, request, record_id):
-        reason = self.validated(WithdrawInput)["reason"]
+        reason = self.validated(WithdrawInput, action=Action.RECORD_WITHDRAW)["reason"]
         record = records.record_withdraw(caller=self.caller, record_id=record_id, reason=reason)
         return Response(RecordOutput(record).data)

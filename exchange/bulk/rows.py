@@ -14,6 +14,7 @@ import csv
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Any
 
 from core.parsers import MalformedJSON, loads_strict_text
@@ -125,6 +126,7 @@ def _csv_header(lines: _Lines) -> list[str]:
     if lines.bad:
         raise FileRejected(f"The header row {lines.bad}.")
     columns = [cell.strip().lower() for cell in cells]
+    _check_subject_columns(columns)  # first: on a blind-only exchange a raw file is refused as such
     for number, column in enumerate(columns, start=1):
         # Never quote the cell: a file without a header has a borrower's data in its first row.
         if column not in CSV_COLUMNS:
@@ -139,29 +141,28 @@ def _csv_header(lines: _Lines) -> list[str]:
         missing.append("id_number (or blind)")
     if missing:
         raise FileRejected(f"The header row lacks required columns: {', '.join(missing)}.")
-    _check_subject_columns(columns)
     return columns
 
 
 def _check_subject_columns(columns: list[str]) -> None:
-    if "id_number" in columns and "blind" in columns:
-        raise FileRejected("The header row has both id_number and blind: a file's subjects are raw or blind.")
     if "id_number" in columns and raw_subjects_refused():
         raise FileRejected(RAW_REFUSED_DETAIL, code="raw_identifier_refused")
+    if "id_number" in columns and "blind" in columns:
+        raise FileRejected("The header row has both id_number and blind: a file's subjects are raw or blind.")
 
 
-def csv_head_check(head: bytes) -> None:
-    """Refuse at upload, before the file is queued, a CSV whose header row names id_number on a
-    blind-only exchange (the rest of the header is checked when the file is read)."""
+def raw_columns_check(path: Path) -> None:
+    """On a blind-only exchange, refuse a stored CSV whose header row names id_number, reading the
+    header exactly as the worker will (blank rows skipped, quoted cells, BOM), before the file is
+    registered; any other header problem is left for the worker to report."""
     if not raw_subjects_refused():
         return
-    text = head.removeprefix(_UTF8_BOM).decode("utf-8", "replace")
-    first = next((line for line in text.splitlines() if line.strip()), "")
-    try:
-        cells = next(csv.reader([first]), [])
-    except csv.Error:
-        return  # reported when the file is read
-    _check_subject_columns([cell.strip().lower() for cell in cells])
+    with open(path, "rb") as file:
+        try:
+            _csv_header(_Lines(file, 0, 0))
+        except FileRejected as exc:
+            if exc.code == "raw_identifier_refused":
+                raise
 
 
 def _csv_rows(lines: _Lines, columns: list[str]) -> Iterator[Row]:
@@ -193,6 +194,8 @@ def _csv_rows(lines: _Lines, columns: list[str]) -> Iterator[Row]:
             cell = cell.strip()
             if cell:  # an empty cell means the field is absent
                 (subject if column in SUBJECT_FIELDS else raw)[column] = cell
+            elif column == "blind":  # but a blind file's row without its value is told so
+                subject[column] = cell
         raw["subject"] = subject
         yield Row(start, raw)
 

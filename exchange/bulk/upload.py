@@ -21,7 +21,7 @@ from audit.actions import Action
 from audit.services import audit_write
 from core.streams import Hashed, hash_blocks
 from core.tokens import keyed_digest
-from exchange.bulk.rows import SNIFF_BYTES, FileRejected, csv_head_check, sniff_text
+from exchange.bulk.rows import SNIFF_BYTES, FileRejected, raw_columns_check, sniff_text
 from exchange.bulk.worker import file_path, lease, storage_dir, submission_enqueue
 from exchange.models import Submission, SubmissionFormat, SubmissionStatus
 from members.models import Member
@@ -107,7 +107,7 @@ def upload_store(read: Callable[[int], bytes], *, fmt: str, limit: int) -> Store
         head, size = hashed.head, hashed.size
         _check_head(head, size)
         if fmt == SubmissionFormat.CSV:
-            csv_head_check(head)
+            raw_columns_check(path)
     except BaseException:
         path.unlink(missing_ok=True)
         raise
@@ -120,6 +120,8 @@ def file_inspect(path: Path, *, fmt: str) -> StoredFile:
     with open(path, "rb") as source:
         hashed = hash_blocks(source.read, block_size=READ_BLOCK, head_bytes=SNIFF_BYTES)
     _check_head(hashed.head, hashed.size)
+    if fmt == SubmissionFormat.CSV:
+        raw_columns_check(path)
     return _stored(path, hashed, fmt)
 
 

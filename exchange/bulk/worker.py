@@ -36,7 +36,14 @@ from audit.services import audit_write
 from exchange.bulk.rows import FileRejected, Row, open_rows
 from exchange.models import Submission, SubmissionError, SubmissionErrorCode, SubmissionStatus
 from exchange.records import prepare_rows, records_write
-from exchange.validation import ParsedRecord, RecordErrors, latest_today, parse_record
+from exchange.validation import (
+    RAW_REFUSED_MESSAGE,
+    ParsedRecord,
+    RecordErrors,
+    latest_today,
+    parse_record,
+    raw_subjects_refused,
+)
 from members.models import Member, MemberStatus
 
 logger = logging.getLogger(__name__)
@@ -424,10 +431,11 @@ def _finish(
                 "lease_expires_at",
             ]
         )
+        refused = code == SubmissionErrorCode.RAW_IDENTIFIER_REFUSED
         audit_write(
             action=Action.SUBMISSION_FAIL if error else Action.SUBMISSION_COMPLETE,
             actor=submission.actor,
-            outcome=Outcome.ERROR if error else Outcome.OK,
+            outcome=Outcome.DENIED if refused else Outcome.ERROR if error else Outcome.OK,
             member_code=submission.member.code,
             object_type="submission",
             object_id=submission.pk,
@@ -437,12 +445,32 @@ def _finish(
                 "rejected": submission.rejected,
                 "status": submission.status,
                 **({"error_code": submission.error_code} if error else {}),
+                **({"why": code} if refused else {}),
             },
         )
+        _audit_raw_rows(submission)
         if submission.file_owned:
             # The file holds raw identifiers: it goes as soon as it is no longer needed.
             path = file_path(submission)
             transaction.on_commit(lambda: path.unlink(missing_ok=True))
+
+
+def _audit_raw_rows(submission: Submission) -> None:
+    """Rows refused for carrying a raw ID on a blind-only exchange: one refusal event for the file,
+    with their count (each row is also in the submission's errors)."""
+    if not raw_subjects_refused():
+        return
+    rows = SubmissionError.objects.filter(submission=submission, message=RAW_REFUSED_MESSAGE).count()
+    if rows:
+        audit_write(
+            action=Action.RECORD_SUBMIT,
+            actor=submission.actor,
+            outcome=Outcome.DENIED,
+            member_code=submission.member.code,
+            object_type="submission",
+            object_id=submission.pk,
+            details={"why": SubmissionErrorCode.RAW_IDENTIFIER_REFUSED, "rows": rows},
+        )
 
 
 def _release(submission_id: Any, owner: str) -> None:
@@ -524,7 +552,7 @@ def submission_process(
                 rejected=max_errors - rejected_so_far + 1,
             )
     except FileRejected as exc:
-        _finish(submission.pk, owner, error=exc.message, code=SubmissionErrorCode.MALFORMED_REQUEST)
+        _finish(submission.pk, owner, error=exc.message, code=SubmissionErrorCode(exc.code))
     except MemberSuspended:
         _finish(submission.pk, owner, error=SUSPENDED_MESSAGE, code=SubmissionErrorCode.MEMBER_SUSPENDED)
     except LeaseLost:

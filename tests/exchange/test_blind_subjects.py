@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import base64
 import json
+from io import StringIO
 
 import pytest
 from cx_client.api import Exchange
 from cx_client.subjects import oprf_input
+from django.core.management import CommandError, call_command
 
 from audit.models import AuditEvent
-from exchange.models import Consent, Inquiry, Record
+from exchange.models import Consent, Inquiry, Record, Submission
 from tests.client.test_blinding import api_transport
 from tests.exchange.test_borrower_report import look_up, staff_client
-from tests.exchange.test_submissions import HEADER, csv_file, csv_row, errors_of, submit_and_process, upload
+from tests.exchange.test_submissions import HEADER, csv_file, csv_row, errors_of, process, submit_and_process, upload
 from tests.factories import consent, record, ric, subject
 
 pytestmark = pytest.mark.django_db
@@ -210,3 +212,89 @@ def test_the_console_borrower_report_still_takes_a_typed_raw_id_on_a_blind_only_
     response = look_up(staff_client(), id_number=ric(1))
     assert response.status_code == 200
     assert "4321.00" in response.content.decode()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b",,,\n" + csv_file(csv_row("F-1", 1)),  # a blank-celled row before the header
+        b"\n" * 70000 + csv_file(csv_row("F-1", 1)),  # the header beyond the first 64 KiB
+        ('"member_reference\n",' + HEADER.split(",", 1)[1] + "\n" + csv_row("F-1", 1) + "\n").encode(),  # quoted LF
+        (HEADER.replace(",id_number", ",\x0cid_number") + "\n" + csv_row("F-1", 1) + "\n").encode(),  # form feed
+    ],
+    ids=["blank-row", "far-header", "quoted-newline", "form-feed"],
+)
+def test_a_raw_csv_is_refused_at_upload_however_its_header_is_spelled(bank_a, blind_only, body):
+    response = upload(bank_a, body)
+    assert (response.status_code, response.json()["code"]) == (422, "raw_identifier_refused")
+    assert Submission.objects.count() == 0
+
+
+def test_import_records_refuses_a_raw_file_on_a_blind_only_exchange(bank_a, blind_only, tmp_path):
+    path = tmp_path / "loans.csv"
+    path.write_bytes(csv_file(csv_row("F-1", 1)))
+    with pytest.raises(CommandError, match="blind"):
+        call_command("import_records", bank_a.member.code, str(path), "--no-progress", stdout=StringIO())
+    assert Submission.objects.count() == Record.objects.count() == 0
+
+
+def test_a_raw_file_queued_before_the_switch_fails_as_a_refusal(bank_a, settings):
+    response = upload(bank_a, csv_file(csv_row("F-1", 1)))
+    assert response.status_code == 202
+    settings.EXCHANGE_RAW_SUBJECTS = "refuse"  # switched while the file waited
+    done = process(response.json()["id"])
+    assert (done.status, done.error_code) == ("failed", "raw_identifier_refused")
+    event = AuditEvent.objects.get(action="submission.fail")
+    assert (event.outcome, event.details["why"]) == ("denied", "raw_identifier_refused")
+    assert Record.objects.count() == 0
+
+
+def test_raw_json_lines_rows_refused_on_a_blind_only_exchange_are_audited_as_a_refusal(bank_a, blind_only):
+    lines = [json.dumps(record("J-1", 1)), json.dumps(record("J-2", 2))]
+    done = submit_and_process(bank_a, ("\n".join(lines) + "\n").encode(), "application/x-ndjson")
+    assert (done.accepted, done.rejected) == (0, 2)
+    refusal = AuditEvent.objects.get(action="record.submit", outcome="denied")
+    assert refusal.details == {"why": "raw_identifier_refused", "rows": 2}
+    assert refusal.object_id == str(done.pk)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"id_number": ric(1)},  # no id_type either
+        {"id_type": "CN_RIC", "id_number": ric(1), "blind": base64.b64encode(b"x" * 64).decode()},
+        {"id_type": "CN_RIC", "id_number": "not an id", "nickname": "x"},
+    ],
+)
+def test_on_a_blind_only_exchange_any_subject_with_an_id_number_is_refused_as_raw(bank_a, blind_only, value):
+    response = submit(bank_a, record("L-1", 1, subject=value))
+    assert (response.status_code, response.json()["code"]) == (422, "raw_identifier_refused")
+
+
+def test_a_csv_naming_both_columns_is_refused_as_raw_on_a_blind_only_exchange(bank_a, blind_only):
+    response = upload(bank_a, csv_file(csv_row("F-1", 1)).replace(b"id_number", b"id_number,blind", 1))
+    assert (response.status_code, response.json()["code"]) == (422, "raw_identifier_refused")
+
+
+def test_a_blind_files_empty_cell_names_the_blind_value(bank_a):
+    [value] = blind_values(bank_a, subject(1))
+    header = HEADER.replace("id_number", "BLIND").upper()
+    rows = [csv_row("F-1", 1, id_number=value), csv_row("F-2", 2, id_number="")]
+    done = submit_and_process(bank_a, b"\xef\xbb\xbf" + ("\n".join([header, *rows]) + "\n").encode())
+    assert (done.accepted, done.rejected) == (1, 1)
+    assert [(e["line"], e["field"], e["message"]) for e in errors_of(bank_a, done.pk)] == [
+        (3, "subject.blind", "is required")
+    ]
+
+
+def test_refused_consent_dates_and_oprf_elements_are_audited(bank_a):
+    late = consent(1, expires_at="2099-01-01T00:00:00+00:00")
+    assert bank_a.client.post("/api/v1/consents", late, format="json").status_code == 422
+    refusal = AuditEvent.objects.get(action="consent.register")
+    assert (refusal.outcome, refusal.details["why"]) == ("denied", "validation_failed")
+    unknown = bank_a.client.post("/api/v1/consents", {**consent(2), "extra": 1}, format="json")
+    assert unknown.status_code == 422
+    assert AuditEvent.objects.filter(action="consent.register", outcome="denied").count() == 2
+    bad = bank_a.client.post("/api/v1/oprf/evaluate", {"blinded": []}, format="json")
+    assert bad.status_code == 422
+    assert AuditEvent.objects.get(action="oprf.evaluate").outcome == "denied"

@@ -116,10 +116,12 @@ def test_a_line_out_of_range_is_422_and_audited(bank_a, bank_b):
     response = file(bank_b, inquiry["id"], line=1)
     assert response.status_code == 422, response.content
     assert response.json()["errors"][0]["field"] == "line"
-    assert file(bank_b, inquiry["id"], line=-1).status_code == 422
-    assert Dispute.objects.count() == 0
     event = AuditEvent.objects.filter(action="dispute.open").latest("id")
     assert (event.outcome, event.details["why"]) == ("denied", "line_out_of_range")
+    assert file(bank_b, inquiry["id"], line=-1).status_code == 422  # refused by the body's own bounds
+    event = AuditEvent.objects.filter(action="dispute.open").latest("id")
+    assert (event.outcome, event.details["why"]) == ("denied", "validation_failed")
+    assert Dispute.objects.count() == 0
 
 
 def test_a_report_without_lines_cannot_be_disputed(bank_b):

@@ -65,7 +65,7 @@ def test_one_audit_event_per_call_with_the_count_and_nothing_else(bank_a):
     assert not any(b in str(event.details) for b in blinded)
 
 
-def test_bad_elements_are_422_by_index_and_nothing_is_evaluated_or_audited(bank_a):
+def test_bad_elements_are_422_by_index_nothing_is_evaluated_and_the_refusal_is_audited(bank_a):
     good = _b64(voprf.blind(b"x")[1])
     before = AuditEvent.objects.filter(action="oprf.evaluate").count()
     response = bank_a.client.post(
@@ -75,7 +75,9 @@ def test_bad_elements_are_422_by_index_and_nothing_is_evaluated_or_audited(bank_
     body = response.json()
     assert body["code"] == "validation_failed"
     assert [(e["index"], e["field"]) for e in body["errors"]] == [(1, "blinded"), (3, "blinded"), (4, "blinded")]
-    assert AuditEvent.objects.filter(action="oprf.evaluate").count() == before
+    [refusal] = AuditEvent.objects.filter(action="oprf.evaluate").order_by("-id")[:1]
+    assert AuditEvent.objects.filter(action="oprf.evaluate").count() == before + 1
+    assert (refusal.outcome, refusal.details) == ("denied", {"why": "validation_failed", "count": 5, "errors": 3})
 
 
 @pytest.mark.parametrize(

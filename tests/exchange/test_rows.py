@@ -88,6 +88,8 @@ def _csv_expected(columns: list[str], data: bytes) -> list:
         for column, cell in zip(columns, cells, strict=True):
             if cell.strip():
                 (subject if column in SUBJECT_FIELDS else raw)[column] = cell.strip()
+            elif column == "blind":  # kept empty, so that the row's error names the blind value
+                subject[column] = ""
         raw["subject"] = subject
         expected.append((start, raw, None))
 

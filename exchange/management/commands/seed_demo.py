@@ -11,6 +11,7 @@ consent also go to a git-ignored `var/demo.env` that the README's tour sources.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
@@ -23,6 +24,7 @@ import uuid
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 
+from cx_client.subjects import oprf_input
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
@@ -30,6 +32,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit.actors import cli_actor, staff_actor
+from core import oprf
 from core.problems import ApiError
 from exchange import consents, records, services
 from exchange.alerts import alerts_evaluate
@@ -47,7 +50,7 @@ from exchange.models import (
     Record,
     RecordVersion,
 )
-from exchange.validation import parse_record
+from exchange.validation import parse_record, raw_subjects_refused
 from members.models import Member, MemberKind, MemberStatus, Scope
 from members.roles import AUDITOR, COMPLIANCE, OPERATOR
 from members.services import api_key_issue, member_create, member_set_status
@@ -97,6 +100,16 @@ def days_ago(rng: random.Random, span: int) -> int:
     return int(span * rng.random() ** 1.6)
 
 
+def demo_subject(id_number: str, *, name: str | None = None) -> dict:
+    """A demo borrower as members send it: raw, or blind on an exchange that takes blind subjects
+    only (EXCHANGE_RAW_SUBJECTS=refuse): the exchange's own evaluation is the output a member gets."""
+    subject = {"id_type": "CN_RIC", "id_number": id_number}
+    if raw_subjects_refused():
+        output = oprf.evaluate_input(oprf_input("CN_RIC", id_number))
+        subject = {"id_type": "CN_RIC", "blind": base64.b64encode(output).decode("ascii")}
+    return {**subject, "name": name} if name else subject
+
+
 def demo_record(rng: random.Random, ref: str, id_number: str, name: str, as_of: date, status: str = "") -> dict:
     """One record as a member would submit it on `as_of`."""
     status = status or rng.choices(["delinquent", "restructured", "settled", "written_off"], [55, 15, 20, 10])[0]
@@ -109,7 +122,7 @@ def demo_record(rng: random.Random, ref: str, id_number: str, name: str, as_of: 
     history = "".join(rng.choices("NNNNN1234567", k=months))
     record = {
         "member_reference": ref,
-        "subject": {"id_type": "CN_RIC", "id_number": id_number, "name": name},
+        "subject": demo_subject(id_number, name=name),
         "product": rng.choice(["consumer_loan", "credit_line", "credit_card", "bnpl", "auto_loan"]),
         "currency": "CNY",
         "principal": f"{principal}.00",
@@ -173,7 +186,7 @@ class Command(BaseCommand):
             keys[code] = full
         self.stdout.write(f"Admin console: {base_url}/admin/")
         self._logins(reset_passwords)
-        borrower = {"id_type": "CN_RIC", "id_number": ids[0]}
+        borrower = demo_subject(ids[0])
         _id_type, token = services.parse_subject_or_invalid(borrower)
         consent = (
             Consent.objects.filter(member__code="DEMO_BANK_A", subject_token=token, revoked_at__isnull=True)
@@ -258,7 +271,7 @@ class Command(BaseCommand):
                 granted = now - timedelta(days=asked + rng.randrange(0, 5), hours=rng.randrange(1, 12))
                 consent = consents.consent_register(
                     caller=callers[member.code],
-                    subject={"id_type": "CN_RIC", "id_number": ids[index]},
+                    subject=demo_subject(ids[index]),
                     purpose=Purpose.CREDIT_APPLICATION,
                     channel=rng.choice(Channel.values),
                     granted_at=granted,
@@ -270,7 +283,7 @@ class Command(BaseCommand):
                 if member != members[0] and (index < 20 or rng.random() < 0.6):
                     inquiry = inquiry_create(
                         caller=callers[member.code],
-                        subject={"id_type": "CN_RIC", "id_number": ids[index]},
+                        subject=demo_subject(ids[index]),
                         consent_id=consent.pk,
                         purpose=Purpose.CREDIT_APPLICATION,
                     )
@@ -292,7 +305,7 @@ class Command(BaseCommand):
         signed authorisation registered for several borrowers (evidence_reuse)."""
         now = timezone.now()
         for index in rng.sample(range(len(ids)), FISHING_SUBJECTS):
-            borrower = {"id_type": "CN_RIC", "id_number": ids[index]}
+            borrower = demo_subject(ids[index])
             consent = consents.consent_register(
                 caller=fisher,
                 subject=borrower,
@@ -307,7 +320,7 @@ class Command(BaseCommand):
             try:
                 inquiry_create(
                     caller=fisher,
-                    subject={"id_type": "CN_RIC", "id_number": ids[index]},
+                    subject=demo_subject(ids[index]),
                     consent_id=uuid.uuid4(),
                     purpose=Purpose.CREDIT_APPLICATION,
                 )
@@ -318,7 +331,7 @@ class Command(BaseCommand):
             try:
                 consents.consent_register(
                     caller=fisher,
-                    subject={"id_type": "CN_RIC", "id_number": ids[-1 - index]},
+                    subject=demo_subject(ids[-1 - index]),
                     purpose=Purpose.CREDIT_APPLICATION,
                     channel=Channel.PAPER,
                     granted_at=now - timedelta(days=1),
