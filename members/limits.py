@@ -76,13 +76,15 @@ class Rate:
     count: int
     period: int  # seconds
 
-    @classmethod
-    def parse(cls, text: str) -> Rate:
-        """`1200/minute` (DRF's form: second, minute, hour, day, or their first letter)."""
+    @staticmethod
+    @lru_cache(maxsize=256)
+    def parse(text: str) -> Rate:
+        """`1200/minute` (DRF's form: second, minute, hour, day, or their first letter). Parsed
+        once per rate string: the checks ask on every request (a refused text is not cached)."""
         count, sep, period = text.strip().partition("/")
         if not sep or not count.isdigit() or int(count) < 1 or period[:1] not in PERIODS:
             raise ValueError(f"a rate looks like 1200/minute, not {text!r}")
-        return cls(int(count), PERIODS[period[:1]])
+        return Rate(int(count), PERIODS[period[:1]])
 
 
 class TooManyRequests(ApiError):

@@ -216,6 +216,18 @@ def test_set_member_limits_prints_the_limits_in_force_and_resets(bank_a, setting
     assert changes[1].details["set"]["rate_limit"] == "50/second"
 
 
+def test_a_rate_is_parsed_once_per_text(bank_a, settings):
+    settings.EXCHANGE_THROTTLE_RATE = "5/minute"
+    member = Member.objects.get(code="BANKA")
+    first = limits.member_rate(member)
+    assert first == limits.Rate(5, 60)
+    assert limits.member_rate(member) is first  # the same object: not parsed again on the next request
+    with pytest.raises(ValueError):
+        limits.Rate.parse("often")
+    with pytest.raises(ValueError):  # a refusal is not remembered as a rate
+        limits.Rate.parse("often")
+
+
 def test_set_member_limits_refuses_bad_values(bank_a):
     with pytest.raises(CommandError):
         call_command("set_member_limits", "BANKA", "--rate", "often", stdout=StringIO())
