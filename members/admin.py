@@ -18,7 +18,7 @@ from audit.actors import staff_actor
 from audit.console import AuditedPages
 from members.limits import MEMBER_FIELDS, member_limits
 from members.models import ApiKey, Member, MemberStatus, Scope
-from members.services import api_key_issue, api_key_revoke, member_create, member_set_status, member_update
+from members.services import api_key_issue, api_keys_revoke, member_create, member_set_status, member_update
 
 
 def members_with_key_use(queryset: QuerySet[Member]) -> QuerySet[Member]:
@@ -213,9 +213,10 @@ class ApiKeyAdmin(AuditedPages, admin.ModelAdmin):
 
     @admin.action(description="Revoke the selected keys now", permissions=["change"])
     def revoke(self, request, queryset):
-        for key in queryset:
-            api_key_revoke(key=key, actor=staff_actor(request.user.get_username()))
-        self.message_user(request, f"{queryset.count()} key(s) revoked.")
+        revoked = api_keys_revoke(
+            key_ids=queryset.values_list("pk", flat=True), actor=staff_actor(request.user.get_username())
+        )
+        self.message_user(request, f"{len(revoked)} key(s) revoked.")
 
 
 # --- staff accounts ---------------------------------------------------------------------------
