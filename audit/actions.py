@@ -40,6 +40,8 @@ class Action(models.TextChoices):
     EVIDENCE_READ = "evidence_request.read", "evidence request read"
     EVIDENCE_ANSWER = "evidence_request.answer", "evidence request answered"
     OPRF_EVALUATE = "oprf.evaluate", "blind subjects evaluated"
+    # No longer written (a flood minute is now one event of the refused action, with its count):
+    # kept to name the events of older logs.
     LIMIT_FLOOD = "limit.flood", "refusals of one minute, counted"
     # members and keys
     MEMBER_CREATE = "member.create", "member created"

@@ -246,8 +246,9 @@ def rule_evidence_reuse(start: datetime, until: datetime, members: dict[str, obj
 
 
 def rule_quota_exceeded(start: datetime, until: datetime, members: dict[str, object]) -> list[Finding]:
-    # Quota refusals come in floods and are audited aggregated (one event per member, code and
-    # minute, carrying `count`): the rule sums the counts.
+    # Quota refusals come in floods and are audited aggregated: exactly one event per member, code
+    # and minute, written once the minute is over and carrying the minute's `count` of refusals
+    # (members/limits.py). The rule sums the counts (an event without one counts 1).
     weight = Coalesce(Cast(KeyTextTransform("count", "details"), IntegerField()), 1)
     rows = _hourly_refusals(_denied(start, until).filter(details__why=QUOTA_EXCEEDED), weight=weight)
     return _refusal_findings(rows, AlertKind.QUOTA_EXCEEDED, 0, "quota refusals", members)

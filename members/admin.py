@@ -3,7 +3,6 @@ is audited like the same change made from the command line."""
 
 from __future__ import annotations
 
-from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.models import Group, User
@@ -17,10 +16,9 @@ from django.utils.html import format_html, format_html_join
 
 from audit.actors import staff_actor
 from audit.console import AuditedPages
-from members.custody import recipient_clean
 from members.limits import MEMBER_FIELDS, member_limits
 from members.models import ApiKey, Member, MemberStatus, Scope
-from members.services import api_key_issue, api_key_revoke, member_create, member_set_status, member_update
+from members.services import api_key_issue, api_keys_revoke, member_create, member_set_status, member_update
 
 
 def members_with_key_use(queryset: QuerySet[Member]) -> QuerySet[Member]:
@@ -37,12 +35,6 @@ def members_with_key_use(queryset: QuerySet[Member]) -> QuerySet[Member]:
 def when(moment) -> str:
     # Formatted here: the change page shows a callable's value as it is (list pages would format it).
     return date_format(timezone.localtime(moment), "DATETIME_FORMAT") if moment else "never"
-
-
-class MemberForm(forms.ModelForm):
-    def clean_key_recipient(self) -> str:
-        value = self.cleaned_data.get("key_recipient", "")
-        return recipient_clean(value) if value.strip() else ""
 
 
 def issued_keys_response(request, model_admin, issued: list[tuple[Member, str, str]], refused: list[Member]):
@@ -65,7 +57,6 @@ def issued_keys_response(request, model_admin, issued: list[tuple[Member, str, s
 
 @admin.register(Member)
 class MemberAdmin(AuditedPages, admin.ModelAdmin):
-    form = MemberForm
     audit_search = "text"  # codes and names of institutions
     list_display = ("code", "name", "kind", "status", "last_key_use", "created_at")
     list_filter = ("status", "kind")
@@ -119,10 +110,15 @@ class MemberAdmin(AuditedPages, admin.ModelAdmin):
         )
 
     def get_readonly_fields(self, request, obj=None):
-        # The code is the member's stable identity: fixed once created. The key recipient too:
-        # staff who could change it could have the member's next key sealed to themselves
-        # (it changes only through `set_key_recipient`, audited).
+        # The code is the member's stable identity: fixed once created. The key recipient is never
+        # a form field: staff who could set it, on a new member or an existing one, could have the
+        # member's first or next key sealed to themselves. It is set only by `set_key_recipient`
+        # (audited); the change page shows it.
         return (*self.readonly_fields, "code", "key_recipient") if obj else self.readonly_fields
+
+    def get_exclude(self, request, obj=None):
+        exclude = tuple(super().get_exclude(request, obj) or ())
+        return exclude if obj else (*exclude, "key_recipient")
 
     def has_delete_permission(self, request, obj=None):
         return False  # members are suspended, never deleted: their records and audit trail stay
@@ -134,32 +130,31 @@ class MemberAdmin(AuditedPages, admin.ModelAdmin):
             except ValidationError as exc:
                 self.message_user(request, "; ".join(exc.messages), messages.ERROR)
             return
-        # Without a recipient the member is created without a key: the console never shows one in
-        # plaintext (register its recipient with `set_key_recipient`, then issue a key here).
+        # Created without a recipient and without a key, whatever the request carries: the
+        # recipient comes only from `set_key_recipient`, so no staff account alone can have a
+        # member's key sealed to itself and read it.
         try:
-            member, key, sealed = member_create(
+            member, _key, _sealed = member_create(
                 code=obj.code,
                 name=obj.name,
                 kind=obj.kind,
-                key_recipient=obj.key_recipient,
-                issue_key=bool(obj.key_recipient),
+                key_recipient="",
+                issue_key=False,
                 actor=staff_actor(request.user.get_username()),
             )
         except ValidationError as exc:
             self.message_user(request, "; ".join(exc.messages), messages.ERROR)
             return
         obj.pk = member.pk
-        request.issued_keys = [(member, key.prefix, sealed)] if key is not None else []
+        obj.key_recipient = ""
+        request.member_created = True
 
     def response_add(self, request, obj, post_url_continue=None):
-        issued = getattr(request, "issued_keys", None)
-        if issued:
-            return issued_keys_response(request, self, issued, [])
-        if issued is not None:
+        if getattr(request, "member_created", False):
             self.message_user(
                 request,
-                f"Member {obj.code} created without an API key: it has no key recipient. Register its age "
-                "recipient with `manage.py set_key_recipient`, then issue a key here.",
+                f"Member {obj.code} created without an API key. Its age key recipient is registered with "
+                "`manage.py set_key_recipient` (not in the console); then issue its key here.",
                 messages.WARNING,
             )
         return super().response_add(request, obj, post_url_continue)
@@ -218,9 +213,10 @@ class ApiKeyAdmin(AuditedPages, admin.ModelAdmin):
 
     @admin.action(description="Revoke the selected keys now", permissions=["change"])
     def revoke(self, request, queryset):
-        for key in queryset:
-            api_key_revoke(key=key, actor=staff_actor(request.user.get_username()))
-        self.message_user(request, f"{queryset.count()} key(s) revoked.")
+        revoked = api_keys_revoke(
+            key_ids=queryset.values_list("pk", flat=True), actor=staff_actor(request.user.get_username())
+        )
+        self.message_user(request, f"{len(revoked)} key(s) revoked.")
 
 
 # --- staff accounts ---------------------------------------------------------------------------

@@ -10,15 +10,18 @@ P-long stretch of time ever holds more than N, and a limit used up frees within 
 for a quota). A refused request is taken back out of the member's count (a member that retries
 too early is not punished); a failed authentication past the limit still counts.
 
-Refusals that come in floods are audited aggregated (docs/security.md): the first refusal of a
-minute per (address or member, code) writes its event with `count` 1; the minute's total, when
-above one, goes into one `limit.flood` event once the minute has ended (written at the next such
-first refusal of any scope, and by `run_worker` on every round).
+Refusals that come in floods are audited aggregated (docs/audit.md): each refusal is counted per
+(address or member, code, minute), and each such minute gets exactly one audit event, once it is
+over, carrying the count and what its first refusal was. The event is written by the next refusal
+of the same address or member and code (its first of a later minute: one look-up of that key, no
+scan), or by `run_worker` on every round (`flood_events_write`), whichever comes first. A minute's
+count leaves the store only when its event has committed.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -33,8 +36,7 @@ from rest_framework import status
 
 from audit.actions import Action
 from audit.actors import client_actor, member_actor
-from audit.models import Outcome
-from audit.services import audit_denied, audit_write
+from audit.services import audit_denied
 from core.problems import ApiError
 from members import counters
 from members.models import Member
@@ -76,13 +78,15 @@ class Rate:
     count: int
     period: int  # seconds
 
-    @classmethod
-    def parse(cls, text: str) -> Rate:
-        """`1200/minute` (DRF's form: second, minute, hour, day, or their first letter)."""
+    @staticmethod
+    @lru_cache(maxsize=256)
+    def parse(text: str) -> Rate:
+        """`1200/minute` (DRF's form: second, minute, hour, day, or their first letter). Parsed
+        once per rate string: the checks ask on every request (a refused text is not cached)."""
         count, sep, period = text.strip().partition("/")
         if not sep or not count.isdigit() or int(count) < 1 or period[:1] not in PERIODS:
             raise ValueError(f"a rate looks like 1200/minute, not {text!r}")
-        return cls(int(count), PERIODS[period[:1]])
+        return Rate(int(count), PERIODS[period[:1]])
 
 
 class TooManyRequests(ApiError):
@@ -226,6 +230,10 @@ def auth_failure(request, *, why: str, prefix: str = "", member_code: str = "") 
 
 # --- refusals in floods, audited per minute ------------------------------------------------------
 
+# A minute is written this long after it ends: a refusal counted a moment late (its request read
+# the clock just before the minute turned) still lands in its minute's count.
+FLOOD_GRACE_SECONDS = 5
+
 
 def _minute_text(minute: int) -> str:
     return datetime.fromtimestamp(minute * 60, UTC).strftime("%Y-%m-%dT%H:%MZ")
@@ -236,48 +244,54 @@ def _actor(scope: str) -> str:
     return member_actor(who) if kind == "m" else client_actor(who)
 
 
+def _flood_key(code: str, scope: str) -> str:
+    return f"{counters.FLOOD_PREFIX}{code}|{scope}"
+
+
+def _written_before(now: float) -> int:
+    """The first minute not yet over (grace included): the minutes before it get their events."""
+    return int((now - FLOOD_GRACE_SECONDS) // 60)
+
+
 def flood_refusal(*, scope: str, code: str, action: str, member_code: str = "", **details: Any) -> None:
-    """One refusal of a kind that comes in floods: counted per (scope, code, minute); only the
-    minute's first writes an event (count 1), the total follows in a `limit.flood` event."""
+    """One refusal of a kind that comes in floods: counted per (scope, code, minute), one round
+    trip. Its event is written once the minute is over (see the module's docstring); the first
+    refusal of a minute also writes the events of this scope and code's earlier minutes."""
     now = clock()
     minute = int(now // 60)
-    key = f"{counters.FLOOD_PREFIX}{action}|{code}|{scope}"
-    if counters.store().flood(key, minute, int(now)) != 1:
-        return
-    audit_denied(
-        action=action,
-        actor=_actor(scope),
-        why=code,
-        member_code=member_code,
-        minute=_minute_text(minute),
-        count=1,
-        **{k: v for k, v in details.items() if v},
-    )
-    flood_summaries_write()
+    key = _flood_key(code, scope)
+    first = {"action": str(action), "member_code": member_code, "details": {k: v for k, v in details.items() if v}}
+    if counters.store().flood(key, minute, int(now), first=json.dumps(first, sort_keys=True)) == 1:
+        _events_write(now, key=key)
 
 
-def flood_summaries_write(*, sweep: bool = False) -> int:
-    """A `limit.flood` event for each ended minute whose refusals of one scope and code were more
-    than one; the number written. Safe to call from any process at any time. With `sweep`, also
-    deletes the counting buckets no limit reads any more (run_worker does, every round)."""
-    now = clock()
-    minute = int(now // 60)
+def _events_write(now: float, *, key: str | None = None) -> int:
+    """The audit event of each ended flood minute (of `key` only, or of every key); how many.
+    Events and the store's forgetting of their counts commit together (database store), or the
+    counts are forgotten after the commit (Redis): a failed commit loses nothing."""
     written = 0
-    store = counters.store()
-    if sweep:
-        store.sweep(int(now))
-    with transaction.atomic():
-        for key, ended, count in store.flood_ended(minute):
-            if count <= 1:
-                continue  # the minute's only refusal is its own event
-            action, code, kind, who = key.removeprefix(counters.FLOOD_PREFIX).split("|", 3)
-            scope = f"{kind}|{who}"
-            audit_write(
-                action=Action.LIMIT_FLOOD,
+    with counters.store().floods_ended(_written_before(now), key=key) as floods, transaction.atomic():
+        for flood in floods:
+            code, _, scope = flood.key.removeprefix(counters.FLOOD_PREFIX).partition("|")
+            first = json.loads(flood.first)
+            audit_denied(
+                action=Action(first.get("action") or Action.API_ACCESS),
                 actor=_actor(scope),
-                outcome=Outcome.DENIED,
-                member_code=who if kind == "m" else "",
-                details={"action": action, "why": code, "minute": _minute_text(ended), "count": count},
+                why=code,
+                member_code=first.get("member_code", ""),
+                minute=_minute_text(flood.minute),
+                count=flood.count,
+                **first.get("details", {}),
             )
             written += 1
     return written
+
+
+def flood_events_write(*, sweep: bool = False) -> int:
+    """The audit event of every ended flood minute not yet written; how many. Safe to call from any
+    process at any time (each minute is handed to one caller). With `sweep`, also deletes the
+    counting buckets no limit reads any more (run_worker does both, every round)."""
+    now = clock()
+    if sweep:
+        counters.store().sweep(int(now))
+    return _events_write(now)

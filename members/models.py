@@ -128,16 +128,24 @@ class ApiKey(models.Model):
 class LimitCounter(models.Model):
     """One counting bucket of a limit in the database store (members/limits.py): hits of `key`
     during bucket number `bucket` (time divided by the bucket's width). Written with one upsert per
-    hit; rows past `expires` (epoch seconds) are swept away."""
+    hit; rows past `expires` (epoch seconds) are swept away.
+
+    A refusal flood's minute (`first` set: the minute's first refusal, JSON) is a row too, the
+    bucket being the minute; it stays until its audit event has committed (members.limits)."""
 
     pk = models.CompositePrimaryKey("key", "bucket")
     key = models.CharField(max_length=120)
     bucket = models.BigIntegerField()
     count = models.IntegerField(default=0)
     expires = models.BigIntegerField()
+    first = models.TextField(null=True, blank=True)  # noqa: DJ001 - NULL: a limit's bucket, not a flood's
 
     class Meta:
-        indexes = [models.Index(fields=["expires"], name="limit_counter_expires_idx")]
+        indexes = [
+            models.Index(fields=["expires"], name="limit_counter_expires_idx"),
+            # The flood minutes waiting for their event, found without reading the limits' buckets.
+            models.Index(fields=["bucket"], name="limit_counter_flood_idx", condition=models.Q(first__isnull=False)),
+        ]
 
     def __str__(self) -> str:
         return f"{self.key}@{self.bucket}={self.count}"

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from io import StringIO
+
 import pytest
 from django.contrib.auth.models import Group
+from django.core.management import call_command
 from pyrage import x25519
 
 from audit.models import AuditEvent
@@ -83,16 +86,19 @@ def test_an_operator_suspends_and_reactivates_a_member(operator, bank_a):
 
 
 def test_an_operator_onboards_a_member_and_sees_its_key_once_sealed(operator):
-    recipient = str(x25519.Identity.generate().to_public())
+    # The console creates the member without a key; its recipient comes only from the command.
     response = operator.post(
-        "/admin/members/member/add/",
-        {"code": "NEWB", "name": "New B", "kind": "bank", "key_recipient": recipient},
-        follow=True,
+        "/admin/members/member/add/", {"code": "NEWB", "name": "New B", "kind": "bank"}, follow=True
     )
+    assert response.status_code == 200 and "BEGIN AGE" not in response.content.decode()
+    assert AuditEvent.objects.filter(action="member.create", actor="staff:olivia").exists()
+    member = Member.objects.get(code="NEWB")
+    call_command("set_key_recipient", "NEWB", str(x25519.Identity.generate().to_public()), stdout=StringIO())
+    response = operator.post("/admin/members/member/", {"action": "issue_key", "_selected_action": [str(member.pk)]})
     assert response.status_code == 200
     assert "shown only now" in response.content.decode()
     assert "BEGIN AGE ENCRYPTED FILE" in response.content.decode()
-    assert AuditEvent.objects.filter(action="member.create", actor="staff:olivia").exists()
+    assert AuditEvent.objects.filter(action="api_key.issue", actor="staff:olivia").exists()
 
 
 def test_a_compliance_officer_cannot_suspend_or_resolve(compliance, data, bank_a):

@@ -21,6 +21,7 @@ from exchange.alerts import alerts_evaluate, baseline_median, volume_picture
 from exchange.evidence import evidence_mark_overdue, evidence_requests_open
 from exchange.models import ComplianceAlert, Dispute, EvidenceRequest, Inquiry, InquiryHour, Record, RolledUpHour
 from exchange.schedule import ComplianceRound, Every
+from members import limits
 from members.roles import AUDITOR, COMPLIANCE
 from tests.factories import consent, record, subject
 
@@ -181,6 +182,26 @@ def test_any_quota_refusal_fires_counting_the_aggregated_events(bank_a, bank_b, 
     refusals(bank_b.code, last_hour, 3, action="inquiry.create", why="throttled", count=99)
     [alert] = alerts_evaluate(actor=ACTOR)[0]
     assert (alert.member, alert.kind, alert.count) == (bank_a.member, "quota_exceeded", 121)
+
+
+def test_the_quota_alert_counts_each_refusal_once_from_the_limits_own_events(bank_a, settings, monkeypatch):
+    """Through members.limits: 3 refusals in one minute and 1 in the next are 4, not one more per
+    minute with several (the minute is one event carrying its count)."""
+    minute_start = timezone.now().timestamp() // 60 * 60
+    moment = [minute_start]
+    monkeypatch.setattr(limits, "clock", lambda: moment[0])
+    settings.EXCHANGE_INQUIRY_QUOTA = 1
+    limits.quota_take(bank_a.member, limits.Quota.INQUIRIES, action="inquiry.create")
+    for offset in (1, 2, 3, 61):
+        moment[0] = minute_start + offset
+        with pytest.raises(limits.TooManyRequests):
+            limits.quota_take(bank_a.member, limits.Quota.INQUIRIES, action="inquiry.create")
+    moment[0] += 120
+    limits.flood_events_write()
+    refused = AuditEvent.objects.filter(outcome="denied", details__why="quota_exceeded")
+    assert sorted(e.details["count"] for e in refused) == [1, 3]
+    [alert] = alerts_evaluate(actor=ACTOR)[0]
+    assert (alert.member, alert.kind, alert.count) == (bank_a.member, "quota_exceeded", 4)
 
 
 # --- evidence requests and disputes --------------------------------------------------------------

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from audit.models import AuditEvent
 from members.models import ApiKey, Member
+from members.services import api_key_issue
 
 pytestmark = pytest.mark.django_db
 
@@ -44,3 +47,37 @@ def test_key_pages_never_show_the_hash_and_keys_cannot_be_added_by_hand(staff_cl
     assert page.status_code == 200
     assert key.key_hash not in page.content.decode()
     assert staff_client.get("/admin/members/apikey/add/").status_code == 403
+
+
+def _revoke_in_console(staff_client, keys: list[ApiKey]) -> int:
+    """Revoke the keys with the console's action; the number of queries it took."""
+    with CaptureQueriesContext(connection) as queries:
+        response = staff_client.post(
+            "/admin/members/apikey/", {"action": "revoke", "_selected_action": [str(k.pk) for k in keys]}
+        )
+    assert response.status_code == 302
+    return len(queries)
+
+
+def test_revoking_keys_in_the_console_takes_the_same_queries_for_one_key_or_many(staff_client, bank_a, bank_b):
+    def issued(member, n: int) -> list[ApiKey]:
+        return [api_key_issue(member=member, scopes=["query"], actor="test")[0] for _ in range(n)]
+
+    one = _revoke_in_console(staff_client, issued(bank_a.member, 1))
+    many_keys = issued(bank_a.member, 3) + issued(bank_b.member, 3)
+    many = _revoke_in_console(staff_client, many_keys)
+    assert many == one  # not one query (or more) per key
+    assert all(key.revoked_at is not None for key in ApiKey.objects.filter(pk__in=[k.pk for k in many_keys]))
+    events = AuditEvent.objects.filter(action="api_key.revoke", actor="staff:root").order_by("id")
+    assert len(events) == 7  # still one event per key, naming it
+    assert {(e.member_code, e.object_id, e.details["prefix"]) for e in events[1:]} == {
+        (k.member.code, str(k.pk), k.prefix) for k in many_keys
+    }
+
+
+def test_revoking_a_revoked_key_keeps_its_time(staff_client, bank_a):
+    key = api_key_issue(member=bank_a.member, scopes=["query"], actor="test")[0]
+    _revoke_in_console(staff_client, [key])
+    first = ApiKey.objects.get(pk=key.pk).revoked_at
+    _revoke_in_console(staff_client, [key])
+    assert ApiKey.objects.get(pk=key.pk).revoked_at == first

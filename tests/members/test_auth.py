@@ -1,5 +1,6 @@
 """API-key authentication, scopes, suspension and the problem+json shape of each refusal."""
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -7,6 +8,7 @@ from django.db import connection
 from django.utils import timezone
 
 from audit.models import AuditEvent
+from members import limits
 from members.keys import split_key
 from members.models import ApiKey, Scope
 from members.services import api_key_issue, api_key_revoke, member_set_status
@@ -84,12 +86,14 @@ def test_a_revoked_key_stops_at_once(bank_a):
     assert "revoked" in body["detail"]
 
 
-def test_refused_authentication_is_audited_without_the_key(bank_a):
+def test_refused_authentication_is_audited_without_the_key(bank_a, monkeypatch):
     prefix = split_key(bank_a.key)
     bearer(prefix + "_" + "B" * 43).get("/api/v1/me")
+    # Aggregated per address and minute (members/limits.py): one event once the minute is over.
+    monkeypatch.setattr(limits, "clock", lambda: time.time() + 120)
+    assert limits.flood_events_write() == 1
     event = AuditEvent.objects.filter(action="auth.authenticate").latest("id")
     assert event.outcome == "denied"
-    # Aggregated per address and minute (members/limits.py): the minute's first refusal.
     assert event.details == {
         "why": "authentication_failed",
         "first_reason": "unknown",

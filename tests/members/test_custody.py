@@ -142,22 +142,38 @@ def test_creating_a_member_in_the_console_without_recipient_creates_no_key(opera
     assert AuditEvent.objects.filter(action="member.create", actor="staff:op").exists()
 
 
-def test_creating_a_member_in_the_console_with_recipient_shows_only_the_sealed_key(operator, identity):
+def test_the_console_add_form_has_no_recipient_field(operator):
+    body = operator.get("/admin/members/member/add/").content.decode()
+    assert 'name="code"' in body and 'name="key_recipient"' not in body
+
+
+def test_a_recipient_posted_to_the_console_add_form_is_ignored_and_no_key_issued(operator, identity):
+    """One staff account alone must not get a member's key: a recipient of its own on the add
+    form would have sealed the new member's first key to it."""
     response = operator.post(
         "/admin/members/member/add/",
         {"code": "NEWBANK", "name": "New Bank", "kind": "bank", "key_recipient": str(identity.to_public())},
         follow=True,
     )
     body = no_plaintext_key(response)
-    sealed = re.search(r"-----BEGIN AGE ENCRYPTED FILE-----.*?-----END AGE ENCRYPTED FILE-----", body, re.S).group()
-    assert bearer(opened(sealed, identity)).get("/api/v1/me").json()["member"] == "NEWBANK"
+    assert "BEGIN AGE" not in body and "without an API key" in body
+    member = Member.objects.get(code="NEWBANK")
+    assert member.key_recipient == ""
+    assert not ApiKey.objects.filter(member=member).exists()
+    assert not AuditEvent.objects.filter(action="api_key.issue").exists()
+    (created,) = AuditEvent.objects.filter(action="member.create", actor="staff:op")
+    assert created.details["key_recipient"] is None
+    # Nor can the console issue it one now: the member has no recipient.
+    operator.post("/admin/members/member/", {"action": "issue_key", "_selected_action": [str(member.pk)]})
+    assert not ApiKey.objects.filter(member=member).exists()
 
 
-def test_the_console_refuses_a_bad_recipient_and_never_lets_staff_change_one(operator, bank_a, identity):
+def test_the_console_never_lets_staff_set_or_change_a_recipient(operator, bank_a, identity):
+    # A bad recipient on the add form is ignored like any other: the member is created without one.
     response = operator.post(
         "/admin/members/member/add/", {"code": "NEWBANK", "name": "N", "kind": "bank", "key_recipient": "age1nope"}
     )
-    assert response.status_code == 200 and not Member.objects.filter(code="NEWBANK").exists()
+    assert response.status_code == 302 and Member.objects.get(code="NEWBANK").key_recipient == ""
     # Staff who could set a recipient of their own on an existing member could read its next key.
     mallory = str(x25519.Identity.generate().to_public())
     operator.post(
@@ -165,6 +181,11 @@ def test_the_console_refuses_a_bad_recipient_and_never_lets_staff_change_one(ope
         {"name": "Bank A", "kind": "bank", "key_recipient": mallory},
     )
     assert Member.objects.get(pk=bank_a.member.pk).key_recipient == ""
+    # The recipient set by the command is shown on the change page, read-only.
+    recipient = str(identity.to_public())
+    run("set_key_recipient", bank_a.code, recipient)
+    page = operator.get(f"/admin/members/member/{bank_a.member.pk}/change/").content.decode()
+    assert recipient in page and 'name="key_recipient"' not in page
 
 
 def test_messages_are_kept_server_side(settings):

@@ -94,31 +94,72 @@ def test_throttled_refusals_are_audited_once_a_minute_with_the_count(bank_a, set
     bank_a.client.get("/api/v1/me")
     for _ in range(5):
         assert_429(bank_a.client.get("/api/v1/me"), "throttled")
-    first = events("api.access", member_code="BANKA", outcome="denied")
-    assert len(first) == 1
-    assert first[0].details["why"] == "throttled" and first[0].details["count"] == 1
-    assert first[0].actor == "member:BANKA"
-    assert events("limit.flood") == []  # the minute is not over
-    clock.now += 60
-    assert limits.flood_summaries_write() == 1
-    (summary,) = events("limit.flood")
-    assert summary.details == {
-        "action": "api.access",
-        "why": "throttled",
-        "minute": first[0].details["minute"],
-        "count": 5,
-    }
-    assert (summary.member_code, summary.outcome) == ("BANKA", "denied")
-    assert limits.flood_summaries_write() == 0  # written once
+    assert events("api.access", outcome="denied") == []  # the minute is not over: only counted
+    clock.now += 60 + limits.FLOOD_GRACE_SECONDS
+    assert limits.flood_events_write() == 1
+    (event,) = events("api.access", member_code="BANKA", outcome="denied")
+    assert event.details == {"why": "throttled", "minute": "2027-01-15T08:00Z", "count": 5, "key": bank_a.key[:15]}
+    assert event.actor == "member:BANKA"
+    assert limits.flood_events_write() == 0  # written once
+    assert events("limit.flood") == []  # one event per minute, not a first one and a total
 
 
-def test_a_lone_refusal_needs_no_summary(bank_a, settings, clock):
+def test_a_lone_refusal_is_one_event_with_count_one(bank_a, settings, clock):
     settings.EXCHANGE_THROTTLE_RATE = "1/minute"
     bank_a.client.get("/api/v1/me")
     assert_429(bank_a.client.get("/api/v1/me"), "throttled")
+    clock.now += 60 + limits.FLOOD_GRACE_SECONDS
+    assert limits.flood_events_write() == 1
+    (event,) = events("api.access", member_code="BANKA", outcome="denied")
+    assert event.details["count"] == 1
+
+
+def test_the_next_refusal_after_the_minute_writes_its_event_without_the_worker(bank_a, bank_b, settings, clock):
+    settings.EXCHANGE_THROTTLE_RATE = "1/minute"
+    for persona in (bank_a, bank_b):
+        persona.client.get("/api/v1/me")
+        for _ in range(3):
+            assert_429(persona.client.get("/api/v1/me"), "throttled")
+    clock.now += 60 + limits.FLOOD_GRACE_SECONDS
+    assert_429(bank_a.client.get("/api/v1/me"), "throttled")  # its first refusal of this minute
+    (event,) = events("api.access", outcome="denied")
+    assert (event.member_code, event.details["count"]) == ("BANKA", 3)  # its own earlier minute only
+    assert_429(bank_a.client.get("/api/v1/me"), "throttled")  # not its first: only counted
+    assert len(events("api.access", outcome="denied")) == 1
     clock.now += 60
-    assert limits.flood_summaries_write() == 0
-    assert len(events("api.access", member_code="BANKA", outcome="denied")) == 1
+    assert limits.flood_events_write() == 2  # bank_b's minute and bank_a's second one
+    counts = sorted((e.member_code, e.details["count"]) for e in events("api.access", outcome="denied"))
+    assert counts == [("BANKA", 2), ("BANKA", 3), ("BANKB", 3)]
+
+
+def test_refusals_of_one_scope_and_code_make_one_event_a_minute_whatever_the_action(bank_a, settings, clock):
+    for action, quota in (("inquiry.create", "inquiries"), ("dispute.open", "disputes"), ("inquiry.create", "x")):
+        limits.flood_refusal(scope="m|BANKA", code="quota_exceeded", action=action, member_code="BANKA", quota=quota)
+    clock.now += 60 + limits.FLOOD_GRACE_SECONDS
+    assert limits.flood_events_write() == 1
+    (event,) = AuditEvent.objects.filter(outcome="denied")
+    assert event.action == "inquiry.create"  # the first refusal's action and details
+    assert event.details == {"why": "quota_exceeded", "minute": "2027-01-15T08:00Z", "count": 3, "quota": "inquiries"}
+
+
+def test_a_minute_whose_event_fails_to_commit_is_written_later_with_every_refusal(bank_a, settings, clock, monkeypatch):
+    settings.EXCHANGE_THROTTLE_RATE = "1/minute"
+    bank_a.client.get("/api/v1/me")
+    for _ in range(4):
+        assert_429(bank_a.client.get("/api/v1/me"), "throttled")
+    clock.now += 60 + limits.FLOOD_GRACE_SECONDS
+
+    def broken(**_kwargs):
+        raise RuntimeError("the database went away")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(limits, "audit_denied", broken)
+        with pytest.raises(RuntimeError):
+            limits.flood_events_write()
+    assert events("api.access", outcome="denied") == []
+    assert limits.flood_events_write() == 1
+    (event,) = events("api.access", outcome="denied")
+    assert event.details["count"] == 4
 
 
 # --- quotas ---------------------------------------------------------------------------------------
@@ -149,10 +190,11 @@ def test_the_inquiry_quota_holds_over_a_rolling_24_hours(bank_a, bank_b, setting
     assert bank_b.client.get("/api/v1/me").status_code == 200
     b_consent = _consents(bank_b, 1)[0]
     assert _inquire(bank_b, 0, b_consent).status_code == 200  # bank_b's quota is its own
-    (refusal,) = events("inquiry.create", outcome="denied", member_code="BANKA")
-    assert refusal.details["why"] == "quota_exceeded" and refusal.details["quota"] == "inquiries"
     clock.now += 13 * 3600  # 25 hours after the first
     assert _inquire(bank_a, 2, consents[2]).status_code == 200
+    limits.flood_events_write()  # the refusal's minute is over
+    (refusal,) = events("inquiry.create", outcome="denied", member_code="BANKA")
+    assert refusal.details["why"] == "quota_exceeded" and refusal.details["quota"] == "inquiries"
 
 
 def test_an_inquiry_refused_for_consent_does_not_use_the_quota(bank_a, settings, clock):
@@ -179,6 +221,8 @@ def test_the_dispute_quota_holds(bank_a, bank_b, settings, clock):
     file = {"inquiry_id": inquiry["id"], "reason": "not mine"}
     assert bank_a.client.post("/api/v1/disputes", {**file, "line": 0}, format="json").status_code == 201
     assert_429(bank_a.client.post("/api/v1/disputes", {**file, "line": 1}, format="json"), "quota_exceeded")
+    clock.now += 60 + limits.FLOOD_GRACE_SECONDS
+    limits.flood_events_write()
     (refusal,) = events("dispute.open", outcome="denied")
     assert refusal.details["quota"] == "disputes"
 
@@ -216,6 +260,18 @@ def test_set_member_limits_prints_the_limits_in_force_and_resets(bank_a, setting
     assert changes[1].details["set"]["rate_limit"] == "50/second"
 
 
+def test_a_rate_is_parsed_once_per_text(bank_a, settings):
+    settings.EXCHANGE_THROTTLE_RATE = "5/minute"
+    member = Member.objects.get(code="BANKA")
+    first = limits.member_rate(member)
+    assert first == limits.Rate(5, 60)
+    assert limits.member_rate(member) is first  # the same object: not parsed again on the next request
+    with pytest.raises(ValueError):
+        limits.Rate.parse("often")
+    with pytest.raises(ValueError):  # a refusal is not remembered as a rate
+        limits.Rate.parse("often")
+
+
 def test_set_member_limits_refuses_bad_values(bank_a):
     with pytest.raises(CommandError):
         call_command("set_member_limits", "BANKA", "--rate", "often", stdout=StringIO())
@@ -247,14 +303,14 @@ def test_a_flood_of_bad_keys_writes_a_handful_of_events(bank_a, settings, clock)
     before = AuditEvent.objects.count()
     for n in range(150):
         bearer(f"cx_{n:012d}_" + "B" * 43).get("/api/v1/me")
+    assert AuditEvent.objects.count() == before  # counted, not yet written
+    clock.now += 60 + limits.FLOOD_GRACE_SECONDS
+    assert limits.flood_events_write() == 2
+    assert AuditEvent.objects.count() - before == 2
     (failed, throttled) = events("auth.authenticate")
     assert (failed.details["why"], throttled.details["why"]) == ("authentication_failed", "throttled")
     assert failed.actor == "client:127.0.0.1" and failed.details["first_reason"] == "unknown"
-    assert AuditEvent.objects.count() - before == 2
-    clock.now += 60
-    assert limits.flood_summaries_write() == 2
-    totals = {e.details["why"]: e.details["count"] for e in events("limit.flood")}
-    assert totals == {"authentication_failed": 10, "throttled": 140}
+    assert (failed.details["count"], throttled.details["count"]) == (10, 140)
 
 
 def test_the_client_address_trusts_only_the_configured_proxies(settings):

@@ -2,7 +2,8 @@
 PostgreSQL, with the counters in the database (the default) and in a real redis-server
 (CACHE_URL). Whichever worker answers, a member's 21st request in the minute at 20/minute is a
 429, and an address's failed authentications past its rate are 429s while a valid key from the
-same address still works. Failures come in floods, their audit events do not.
+same address still works. Failures come in floods, their audit events do not: one per address or
+member, code and minute, written once the minute is over, counting every refusal.
 
 PostgreSQL only (it starts its own cluster, servers and redis-server: tests/security/live.py)."""
 
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
+from members.limits import FLOOD_GRACE_SECONDS
 from tests.security.live import (
     Server,
     ThrowawayPostgres,
@@ -101,7 +103,22 @@ def _events(pg: ThrowawayPostgres, where: str) -> int:
     return int(pg.psql(f"SELECT count(*) FROM audit_auditevent WHERE {where};", database="exchange").strip())
 
 
-def _assert_limits_hold(server: Server, pg: ThrowawayPostgres, keys: dict, member: str, peer: str) -> None:
+def _counted(pg: ThrowawayPostgres, where: str) -> int:
+    total = f"SELECT COALESCE(SUM((details->>'count')::int), 0) FROM audit_auditevent WHERE {where};"
+    return int(pg.psql(total, database="exchange").strip())
+
+
+def _write_ended_minutes(env: dict[str, str]) -> None:
+    """Wait for the minute to be over, then write its events as run_worker's round does."""
+    now = time.time()
+    time.sleep((now // 60 + 1) * 60 + FLOOD_GRACE_SECONDS + 1 - now)
+    done = manage("shell", "-c", "from members.limits import flood_events_write; flood_events_write()", env=env)
+    assert done.returncode == 0, done.stderr
+
+
+def _assert_limits_hold(
+    server: Server, pg: ThrowawayPostgres, env: dict[str, str], keys: dict, member: str, peer: str
+) -> None:
     started = pg.psql("SELECT now();", database="exchange").strip()
     log_start = len(server.access_log.read_text())
     answers = _burst(server.base, RATE + 10, keys[member])
@@ -120,18 +137,25 @@ def _assert_limits_hold(server: Server, pg: ThrowawayPostgres, keys: dict, membe
     assert no_header[0] == 429 and no_header[2]["code"] == "throttled" and "Retry-After" in no_header[1]
     assert call(server.base, "GET", "/api/v1/me", key=keys[peer])[0] == 200
 
-    # 10 member refusals and 21 failed authentications: a handful of events, not one per refusal
-    # (one per scope, code and minute; two if the minute turned during the burst).
-    since = f"occurred_at >= '{started}'"
-    assert 1 <= _events(pg, f"{since} AND action = 'api.access' AND member_code = '{member}'") <= 2
-    assert 2 <= _events(pg, f"{since} AND action = 'auth.authenticate'") <= 4
+    # 10 member refusals and 21 failed authentications (10 failed, 11 throttled): a handful of
+    # events, not one per refusal (one per scope, code and minute; more if the minute turned
+    # during the burst), counting every refusal.
+    _write_ended_minutes(env)
+    since = f"occurred_at >= '{started}' AND outcome = 'denied'"
+    refused = f"{since} AND action = 'api.access' AND member_code = '{member}'"
+    assert 1 <= _events(pg, refused) <= 2 and _counted(pg, refused) == 10
+    failed = f"{since} AND action = 'auth.authenticate'"
+    assert 2 <= _events(pg, failed) <= 4
+    assert _counted(pg, f"{failed} AND details->>'why' = 'authentication_failed'") == AUTH_FAILURES
+    assert _counted(pg, f"{failed} AND details->>'why' = 'throttled'") == 11
+    assert _events(pg, f"{since} AND action = 'limit.flood'") == 0
 
 
 def test_the_limits_hold_across_two_workers_with_the_database_store(database, tmp_path):
     pg, env, keys = database
     server = _serve(env, tmp_path / "access.log")
     try:
-        _assert_limits_hold(server, pg, keys, "DBA", "DBB")
+        _assert_limits_hold(server, pg, env, keys, "DBA", "DBB")
         counted = pg.psql("SELECT count(*) FROM members_limitcounter WHERE key = 'rate|DBA';", database="exchange")
         assert int(counted) >= 1  # in the shared table, not in a process
     finally:
@@ -142,9 +166,10 @@ def test_the_limits_hold_across_two_workers_with_redis(database, redis, tmp_path
     pg, env, keys = database
     # The database store is cleared first so that only Redis can be counting.
     pg.psql("DELETE FROM members_limitcounter;", database="exchange")
-    server = _serve({**env, "CACHE_URL": redis.url}, tmp_path / "access.log")
+    redis_env = {**env, "CACHE_URL": redis.url}
+    server = _serve(redis_env, tmp_path / "access.log")
     try:
-        _assert_limits_hold(server, pg, keys, "REDA", "REDB")
+        _assert_limits_hold(server, pg, redis_env, keys, "REDA", "REDB")
         leftover = pg.psql("SELECT count(*) FROM members_limitcounter WHERE key LIKE '%RED%';", database="exchange")
         assert int(leftover) == 0
     finally:

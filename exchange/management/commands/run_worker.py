@@ -13,7 +13,7 @@ from django.core.management.base import BaseCommand
 from audit.actors import cli_actor
 from exchange.bulk import worker
 from exchange.schedule import compliance_schedule
-from members.limits import flood_summaries_write
+from members.limits import flood_events_write
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class Command(BaseCommand):
                 )
             compliance.tick()
             worker.seal_backstop()
-            flood_summaries_write(sweep=True)  # refusal floods' totals; expired limit counters
+            flood_events_write(sweep=True)  # the events of ended refusal-flood minutes; expired limit counters
             if once:
                 return
             time.sleep(interval)
