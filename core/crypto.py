@@ -379,14 +379,21 @@ class EncryptedTextField(models.Field):
 # --- rotation ---------------------------------------------------------------------------------
 
 
-def encrypted_fields() -> list[tuple[type[models.Model], EncryptedTextField]]:
-    """Every (model, field) with an encrypted column, over all installed models (each table once)."""
+class SealedBinaryField(models.BinaryField):
+    """A binary column its owner writes with `encrypt(..., aad=field_aad(model, this field, pk))`
+    and reads with `decrypt` (e.g. a stored JSON answer): plain bytes to Django, but known to
+    `encrypted_fields`, so `rotate_keys` moves it to the current key like an EncryptedTextField."""
+
+
+def encrypted_fields() -> list[tuple[type[models.Model], models.Field]]:
+    """Every (model, field) with an encrypted column, over all installed models (each table once):
+    EncryptedTextField and SealedBinaryField columns."""
     found = []
     for model in apps.get_models():
         if model._meta.proxy or not model._meta.managed:
             continue
         for field in model._meta.local_concrete_fields:
-            if isinstance(field, EncryptedTextField):
+            if isinstance(field, (EncryptedTextField, SealedBinaryField)):
                 found.append((model, field))
     return found
 
@@ -401,7 +408,7 @@ class RotationBatch:
 
 
 def rotate_batch(
-    model: type[models.Model], field: EncryptedTextField, *, after_pk: Any = None, batch_size: int = 1000
+    model: type[models.Model], field: models.Field, *, after_pk: Any = None, batch_size: int = 1000
 ) -> RotationBatch:
     """Re-encrypt under the current key the next `batch_size` non-null values after `after_pk`
     (in pk order), in one transaction, writing only that column of the rows that need it.
@@ -417,6 +424,7 @@ def rotate_batch(
         rows = list(queryset.select_for_update().values_list("pk", field.attname)[:batch_size])
         batch = RotationBatch(last_pk=rows[-1][0] if rows else None, examined=len(rows))
         for pk, blob in rows:
+            blob = bytes(blob)  # a BinaryField's value may come as a memoryview
             try:
                 if key_id_of(blob) == current:
                     batch.already_current += 1
@@ -431,9 +439,7 @@ def rotate_batch(
     return batch
 
 
-def rotate_field(
-    model: type[models.Model], field: EncryptedTextField, *, batch_size: int = 1000
-) -> Iterator[RotationBatch]:
+def rotate_field(model: type[models.Model], field: models.Field, *, batch_size: int = 1000) -> Iterator[RotationBatch]:
     """Rotate a whole column batch by batch, each in its own transaction; yields every batch."""
     after_pk = None
     while True:

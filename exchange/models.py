@@ -14,7 +14,7 @@ from django.db import models
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
-from core.crypto import EncryptedTextField
+from core.crypto import EncryptedTextField, SealedBinaryField
 from members.models import Member
 
 PAYMENT_CODES = frozenset("N1234567CBDZ*")
@@ -362,7 +362,7 @@ class IdempotencyKey(models.Model):
     fingerprint = models.CharField(max_length=64)
     completed = models.BooleanField(default=False)
     response_status = models.PositiveSmallIntegerField(null=True, blank=True)
-    response_sealed = models.BinaryField(null=True, blank=True)
+    response_sealed = SealedBinaryField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     locked_until = models.DateTimeField()
 

@@ -141,3 +141,21 @@ def test_with_nothing_encrypted_yet_it_reports_zero_and_still_audits(secret_note
 def test_it_refuses_a_batch_size_below_one(secret_note):
     with pytest.raises(CommandError, match="at least 1"):
         rotate("--batch-size", "0")
+
+
+def test_stored_idempotency_answers_move_to_the_new_key_and_still_replay(bank_a, settings):
+    from exchange.models import IdempotencyKey
+    from tests.factories import record
+
+    body = {"records": [record("ROT-1", 1)]}
+    first = bank_a.client.post("/api/v1/records", body, format="json", HTTP_IDEMPOTENCY_KEY="rot-1")
+    assert first.status_code == 201
+    settings.EXCHANGE_FIELD_KEYS = f"{NEW_FIELD_KEY},{TEST_FIELD_KEYS}"
+    output = rotate()
+    assert line_for(output, "exchange.IdempotencyKey.response_sealed") == (
+        "exchange.IdempotencyKey.response_sealed: examined 1, re-encrypted 1, already current 0"
+    )
+    assert key_ids(IdempotencyKey, "response_sealed") == ["k2"]
+    settings.EXCHANGE_FIELD_KEYS = NEW_FIELD_KEY  # the old key is gone: the retry still gets the first answer
+    again = bank_a.client.post("/api/v1/records", body, format="json", HTTP_IDEMPOTENCY_KEY="rot-1")
+    assert (again.status_code, again.json()) == (201, first.json())
