@@ -28,7 +28,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cx_client.api import JSON_LINES, ApiError, Exchange, TransportError, http_transport, subject_fields
-from cx_client.blindfile import BatchFailed, FileError, blind_file, blind_ndjson, column_names
+from cx_client.blindfile import (
+    BatchFailed,
+    FileError,
+    blind_file,
+    blind_ndjson,
+    check_blind_csv,
+    check_columns,
+    csv_columns,
+)
 from cx_client.blinding import BadAnswer, KeyChanged, KeyPin, b64
 from cx_client.identifiers import ID_TYPES, IdentifierError
 
@@ -129,14 +137,17 @@ def _format(path: Path, given: str | None) -> str:
     return fmt
 
 
-def _csv_has_ids(path: Path) -> bool:
-    """Whether a CSV's header names an id_number column (as the exchange reads header names)."""
+def _csv_columns(path: Path) -> list[str]:
+    """A CSV's columns, found as the exchange finds its header (the first row with a cell that
+    is not blank): all record fields, none twice, and an id_number or a blind column."""
     try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            header = next(csv.reader(fh), [])
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise BadInput(f"{path}: {exc}") from None
-    return "id_number" in column_names(header)
+        columns = csv_columns(path)
+        check_columns(columns)
+    except (FileError, OSError) as exc:
+        raise BadInput(f"{path}: {exc}; nothing sent") from None
+    if "id_number" not in columns and "blind" not in columns:
+        raise BadInput(f"{path}: the header row has neither an id_number nor a blind column; nothing sent")
+    return columns
 
 
 class UploadProgress:
@@ -159,14 +170,23 @@ class UploadProgress:
 
 
 def _blinded_copy(exchange: Exchange, args, source: Path, fmt: str, tmp: Path) -> Path:
-    """The file to send: `source`, or (for raw IDs) its blinded copy in `tmp`, line for line."""
-    if fmt == "csv" and not _csv_has_ids(source):
-        return source  # no id_number column: nothing to blind (blind subjects already, say)
+    """The file to send: its blinded copy in `tmp`, line for line, or (a CSV of blind subjects)
+    `source` once every row is checked (or its checked copy, the rows rejected here blank)."""
+    if fmt == "csv" and "id_number" not in _csv_columns(source):
+        target = tmp / "checked.csv"
+        try:
+            stats = check_blind_csv(source, target)
+        except (FileError, OSError) as exc:
+            raise BadInput(f"{source}: {exc}; nothing sent") from None
+        if not stats.rejected:
+            return source
+        print(f"cx: {stats.rejected:,} rows rejected here and not sent", file=sys.stderr)
+        return target
     key = exchange.trusted_key(_pin(), accept_new=args.accept_new_key)
     target = tmp / ("blinded.csv" if fmt == "csv" else "blinded.jsonl")
     try:
         if fmt == "csv":
-            stats = blind_file(source, target, exchange, key, keep_lines=True)
+            stats = blind_file(source, target, exchange, key, keep_lines=True, known_columns=True)
         else:
             stats = blind_ndjson(source, target, exchange, key)
     except (FileError, csv.Error, UnicodeDecodeError, OSError) as exc:
