@@ -65,7 +65,7 @@ def test_upload_blinds_a_csv_line_for_line_and_deletes_the_copy(fake, tmp_path, 
     assert lines[2] == ""
     assert lines[3] == f"L3,PASSPORT,{fake.blind('PASSPORT', 'E1234567', 'DE')},,DE,loan,1"
     assert "110105" not in sent.decode() and "1234567," not in sent.decode()
-    assert "line 3: id_number: check character" in err and "1 rejected here and not sent" in err
+    assert "line 3: id_number: the check character is wrong" in err and "1 rejected here and not sent" in err
     assert "110105" not in out + err and "uploading" not in err  # no progress line for a small file
     assert fake.evaluations() == [2]
     assert list((tmp_path / "work").iterdir()) == []  # the blinded copy is gone
@@ -119,7 +119,7 @@ def test_upload_blinds_json_lines_and_keeps_every_line_number(fake, tmp_path, ca
     assert "110105" not in sent.decode() and "E1234567" not in sent.decode()
     reported = [line for line in err.splitlines() if ": line " in line]
     assert [r.split(":")[1].strip() for r in reported] == ["line 2", "line 5", "line 7"]
-    assert "subject.id_number: check character" in reported[0] and "not valid JSON" in reported[1]
+    assert "subject.id_number: the check character is wrong" in reported[0] and "not valid JSON" in reported[1]
     assert "subject: must be an object" in reported[2] and "110105" not in err
     assert fake.evaluations() == [2]
 
@@ -248,7 +248,7 @@ def test_consent_times_given_and_raw(fake, tmp_path, capsys):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"id_number": BAD_RIC}, "id_number: check character"),
+        ({"id_number": BAD_RIC}, "id_number: the check character is wrong"),
         ({"evidence": "missing.pdf"}, "--evidence: No such file"),
         ({"granted_at": "2026-11-27T09:30:00"}, "--granted-at: give the offset"),
         ({"granted_at": "yesterday"}, "--granted-at: not an ISO 8601 time"),

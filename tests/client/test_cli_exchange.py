@@ -214,7 +214,7 @@ def test_a_blinded_upload_keeps_the_members_line_numbers_and_is_found(bank_a, ba
     assert status == 0, err
     submission = json.loads(out)
     assert (submission["accepted"], submission["rejected"]) == (2, 2)
-    assert "line 3: id_number: check character" in err and "1 rejected here and not sent" in err
+    assert "line 3: id_number: the check character is wrong" in err and "1 rejected here and not sent" in err
     out = run(capsys, "errors", submission["id"])[1]
     # the lines of the member's own file, though the file sent had a blank line in place of L2
     assert [(e["line"], e["field"]) for e in map(json.loads, out.splitlines())] == [
