@@ -8,10 +8,16 @@ temporary file beside the target and renamed at the end, so a failure leaves no 
 With `keep_lines`, every row of the output starts on the same line as in the input (a rejected
 row or a blank line becomes blank lines, which the exchange skips): the line numbers the
 exchange reports for an upload of the output are then those of the member's own file.
+
+`check_blind_csv` and `blind_ndjson` are what `cx upload` sends through: a line leaves the member
+only when it is blind already (a well-formed `blind` value, known fields only) or has just been
+blinded; anything else is rejected here, by line and reason, never quoting a value.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import codecs
 import csv
 import json
@@ -30,6 +36,30 @@ from cx_client.identifiers import IdentifierError, normalize_subject
 from cx_client.subjects import oprf_input_normalised
 
 Row = list[str]
+
+# The fields of a record and of its subject, as the exchange reads them (exchange/validation.py).
+RECORD_FIELDS = frozenset(
+    {
+        "member_reference",
+        "subject",
+        "product",
+        "currency",
+        "principal",
+        "amount_overdue",
+        "days_past_due",
+        "status",
+        "opened_on",
+        "delinquent_since",
+        "as_of",
+        "notice_sent_on",
+        "settled_on",
+        "payment_history",
+    }
+)
+SUBJECT_FIELDS = frozenset({"id_type", "id_number", "blind", "name", "country"})
+CSV_COLUMNS = (RECORD_FIELDS - {"subject"}) | SUBJECT_FIELDS
+BLIND_CHARS = 88  # base64 of the 64-byte VOPRF output
+BLIND_MESSAGE = "must be the base64 of a 64-byte VOPRF output (88 characters), as cx blind prints"
 
 
 class FileError(Exception):
@@ -63,6 +93,29 @@ class Stats:
 def column_names(header: Row) -> Row:
     """The header's column names as the exchange reads them (spaces stripped, lower case)."""
     return [name.strip().lower() for name in header]
+
+
+def is_blind_value(value: object) -> bool:
+    """Whether `value` is a `blind` value: 88 characters of base64 decoding to 64 bytes."""
+    if not isinstance(value, str) or len(value) != BLIND_CHARS:
+        return False
+    try:
+        return len(base64.b64decode(value, validate=True)) == 64
+    except (binascii.Error, ValueError):
+        return False
+
+
+def check_columns(columns: Row) -> None:
+    """Refuse a header naming a column that is not a record field, or one column twice (the
+    exchange refuses such a file, but only once it has it). Names only positions."""
+    seen = set()
+    for number, column in enumerate(columns, start=1):
+        if column not in CSV_COLUMNS:
+            names = ", ".join(sorted(CSV_COLUMNS))
+            raise FileError(f"column {number} of the header row is not a record field (the columns: {names})")
+        if column in seen:
+            raise FileError(f"column {number} of the header row repeats an earlier column")
+        seen.add(column)
 
 
 def output_header(header: Row) -> Row:
@@ -192,23 +245,34 @@ class _LineCounter:
 
 
 class _AtomicFile:
-    """A text file written beside `path` and renamed onto it by commit(); removed otherwise."""
+    """A file written beside `path` (text, or bytes with `binary`) and renamed onto it by
+    commit(); removed otherwise (by discard(), or on leaving a `with` block uncommitted)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, *, binary: bool = False):
         self.path = Path(path)
         fd, name = tempfile.mkstemp(dir=self.path.parent or ".", prefix=f".{self.path.name}.", suffix=".tmp")
         self.tmp = Path(name)
-        self.fh = os.fdopen(fd, "w", newline="", encoding="utf-8")
+        self.fh = os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", newline="", encoding="utf-8")
+        self.write = self.fh.write
+        self.committed = False
 
     def commit(self) -> None:
         self.fh.flush()
         os.fsync(self.fh.fileno())
         self.fh.close()
         os.replace(self.tmp, self.path)
+        self.committed = True
 
     def discard(self) -> None:
         self.fh.close()
         self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> _AtomicFile:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if not self.committed:
+            self.discard()
 
 
 def blind_file(
@@ -221,10 +285,13 @@ def blind_file(
     err: TextIO | None = None,
     batch_size: int = BATCH_SIZE,
     keep_lines: bool = False,
+    known_columns: bool = False,
 ) -> Stats:
     """Blind `source` into `target` (and invalid rows into `rejects`, when given); progress and
     rejects are reported on `err` (stderr). Raises BatchFailed or FileError, leaving neither file
-    behind. With `keep_lines`, each row starts on its input line (blank lines fill the gaps)."""
+    behind. The header is the first row with a cell that is not blank, as the exchange reads it.
+    With `keep_lines`, each row starts on its input line (blank lines fill the gaps); with
+    `known_columns`, a header naming a column that is not a record field is refused."""
     err = sys.stderr if err is None else err
     progress = Progress(err)
     stats = Stats()
@@ -249,11 +316,17 @@ def blind_file(
     reject_writer = None
     try:
         with open(source, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.reader(fh)
-            header = next(reader, None)
-            if header is None:
+            rows = numbered(csv.reader(fh))
+            # Blank rows before the header are skipped, as the exchange does.
+            found = next(((line, row) for line, row in rows if any(cell.strip() for cell in row)), None)
+            if found is None:
                 raise FileError("the file is empty (no header row)")
+            header_line, header = found
+            if known_columns:
+                check_columns(column_names(header))
             sink = _LineCounter(out.fh)
+            if keep_lines:
+                sink.write("\n" * (header_line - 1))
             writer = csv.writer(sink, lineterminator="\n")
             writer.writerow(output_header(header))
             if rej is not None:
@@ -261,7 +334,7 @@ def blind_file(
                 reject_writer.writerow(["line", *header, "error"])
             for line, row in blind_numbered_rows(
                 header,
-                numbered(reader),
+                rows,
                 exchange,
                 key,
                 on_reject=report,
@@ -281,6 +354,114 @@ def blind_file(
     out.commit()
     if rej is not None:
         rej.commit()
+    return stats
+
+
+# --- a blind CSV, checked as the exchange reads it --------------------------------------------------
+
+
+class _ByteLines:
+    """A binary file's lines as the exchange reads them (split at \\n only, a BOM dropped at the
+    start, UTF-8): the text for csv.reader, the line count, and the raw lines since `take()`.
+    A line that is not UTF-8 is read as an empty line and flagged in `bad`."""
+
+    def __init__(self, fh):
+        self.fh = fh
+        self.line = 0
+        self.bad = False
+        self.raw: list[bytes] = []
+
+    def __iter__(self) -> _ByteLines:
+        return self
+
+    def __next__(self) -> str:
+        raw = self.fh.readline()
+        if not raw:
+            raise StopIteration
+        if self.line == 0:
+            raw = raw.removeprefix(codecs.BOM_UTF8)
+        self.line += 1
+        self.raw.append(raw)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            self.bad = True
+            return "\n"
+
+    def take(self) -> list[bytes]:
+        raw, self.raw = self.raw, []
+        return raw
+
+
+def _read_header(lines: _ByteLines, reader) -> Row:
+    """The column names: the first row with a cell that is not blank (exchange/bulk/rows.py)."""
+    try:
+        cells = next(reader)
+        while not any(cell.strip() for cell in cells):
+            cells = next(reader)
+    except StopIteration:
+        raise FileError("the file has no header row (a row naming the columns)") from None
+    except csv.Error:
+        raise FileError("the header row is not valid CSV") from None
+    if lines.bad:
+        raise FileError("the header row is not valid UTF-8 text")
+    return column_names(cells)
+
+
+def csv_columns(path: Path) -> Row:
+    """A CSV's column names as the exchange reads its header; raises FileError or OSError."""
+    with open(path, "rb") as fh:
+        lines = _ByteLines(fh)
+        return _read_header(lines, csv.reader(lines, strict=True))
+
+
+def check_blind_csv(source: Path, target: Path, *, err: TextIO | None = None) -> Stats:
+    """Check a CSV of blind subjects (a `blind` column, no `id_number`) row by row, as the
+    exchange will read it, into `target`, line for line: a row whose `blind` cell is not a blind
+    value, whose field count differs from the header's, or that is not valid CSV or UTF-8 is
+    reported on `err` (`cx: line N: field: reason`) and becomes blank lines; every other line is
+    copied byte for byte. Raises FileError for a header that cannot be used."""
+    err = sys.stderr if err is None else err
+    stats = Stats()
+
+    def reject(line: int, field_name: str, message: str, raw: list[bytes]) -> None:
+        stats.rejected += 1
+        err.write(f"cx: line {line}: {field_name}: {message}\n")
+        out.write(b"\n" * len(raw))
+
+    with open(source, "rb") as fh, _AtomicFile(target, binary=True) as out:
+        lines = _ByteLines(fh)
+        reader = csv.reader(lines, strict=True)
+        columns = _read_header(lines, reader)
+        check_columns(columns)
+        if "id_number" in columns or "blind" not in columns:
+            raise FileError("the header row must have a blind column and no id_number column")
+        i_blind, width = columns.index("blind"), len(columns)
+        out.write(b"".join(lines.take()))
+        while True:
+            start = lines.line + 1
+            try:
+                cells = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as exc:
+                # The csv module's messages name only the delimiter and quote characters.
+                lines.bad = False
+                reject(start, "row", f"is not valid CSV ({exc})", lines.take())
+                continue
+            raw = lines.take()
+            if lines.bad:
+                lines.bad = False
+                reject(start, "row", "is not valid UTF-8 text", raw)
+            elif not any(cell.strip() for cell in cells):
+                out.write(b"".join(raw))  # a blank row: nothing in it
+            elif len(cells) != width:
+                reject(start, "row", f"has {len(cells)} fields, the header {width}", raw)
+            elif not is_blind_value(cells[i_blind].strip()):
+                reject(start, "blind", BLIND_MESSAGE, raw)
+            else:
+                out.write(b"".join(raw))
+        out.commit()
     return stats
 
 
@@ -312,28 +493,57 @@ def _parse_line(text: str) -> dict:
         record = json.loads(text, object_pairs_hook=_strict_object, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
         raise _LineRejected("row", f"is not valid JSON ({exc.msg}, column {exc.colno})") from None
+    except ValueError:  # an integer of more than 4,300 digits
+        raise _LineRejected("row", "is not valid JSON (a number has too many digits)") from None
     except RecursionError:
         raise _LineRejected("row", "is nested too deeply") from None
     if not isinstance(record, dict):
         raise _LineRejected("row", "is not a JSON object")
+    if "\\u" in text:
+        try:
+            json.dumps(record, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise _LineRejected("row", "holds an unpaired surrogate escape (\\ud800-\\udfff alone)") from None
     return record
+
+
+def _checked_subject(record: dict) -> dict:
+    """The subject of a record whose keys are all record fields and whose subject's keys are
+    all subject fields (the keys are never quoted: one may be an ID). Raises _LineRejected."""
+    for name, value in record.items():
+        if name not in RECORD_FIELDS:
+            raise _LineRejected("row", "has a key that is not a record field (the key is not shown)")
+        if name != "subject" and isinstance(value, dict | list):
+            raise _LineRejected(name, "must be a string or a number, not an object or an array")
+    if "subject" not in record:
+        raise _LineRejected("subject", "is required")
+    subject = record["subject"]
+    if not isinstance(subject, dict):
+        raise _LineRejected("subject", "must be an object")
+    if not SUBJECT_FIELDS.issuperset(subject):
+        raise _LineRejected(
+            "subject", "has a key that is not a subject field (id_type, id_number or blind, name, country)"
+        )
+    for name in ("id_type", "name", "country"):
+        if subject.get(name) is not None and not isinstance(subject[name], str):
+            raise _LineRejected(f"subject.{name}", "must be a string")
+    return subject
 
 
 def _raw_subject(record: dict) -> tuple[dict, bytes] | None:
     """(the new subject without its blind value, the OPRF input) for a record whose subject has
-    an `id_number`; None for one without (nothing to blind). Raises _LineRejected."""
-    subject = record.get("subject")
-    if subject is None:
-        return None
-    if not isinstance(subject, dict):
-        raise _LineRejected("subject", "must be an object")
+    an `id_number`; None for a blind one, which may be sent as it is. Raises _LineRejected for
+    anything else: an unknown key, a malformed `blind`, neither `id_number` nor `blind`."""
+    subject = _checked_subject(record)
     if "id_number" not in subject:
+        if "blind" not in subject:
+            raise _LineRejected("subject.id_number", "is required (or blind, for a blind subject)")
+        if not is_blind_value(subject["blind"]):
+            raise _LineRejected("subject.blind", BLIND_MESSAGE)
         return None
     if "blind" in subject:
         raise _LineRejected("subject", "has both id_number and blind")
     country = subject.get("country")
-    if country is not None and not isinstance(country, str):
-        raise _LineRejected("subject.country", "must be a string")
     try:
         normalised, normalised_country = normalize_subject(subject.get("id_type"), subject["id_number"], country)
     except IdentifierError as exc:
@@ -361,10 +571,11 @@ def blind_ndjson(
 ) -> Stats:
     """Blind the subjects of a JSON Lines file of records into `target`, line for line: a record
     whose subject has an `id_number` gets a `blind` in its place (country normalised, the other
-    fields kept); a line without one (a blind subject already, a blank line) is copied as it is; a
-    line that cannot be read or whose ID is invalid is never sent: it is reported on `err` as
-    `cx: line N: field: reason` and becomes a blank line, so every line keeps its number. Calls of
-    `batch_size`; raises BatchFailed, leaving no file behind."""
+    fields kept); a blank line, or a record whose subject is blind already (a well-formed `blind`
+    value), is copied as it is. Any other line (not a JSON object, a key that is not a record or
+    subject field, no subject, a malformed `blind`, an invalid ID) is never sent: it is reported
+    on `err` as `cx: line N: field: reason` and becomes a blank line, so every line keeps its
+    number. Calls of `batch_size`; raises BatchFailed, leaving no file behind."""
     err = sys.stderr if err is None else err
     progress = Progress(err)
     stats = Stats()

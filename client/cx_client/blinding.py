@@ -12,6 +12,7 @@ import binascii
 import hmac
 import json
 import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,29 +67,80 @@ class PinnedKey:
         return hmac.compare_digest(self.public_key, other.public_key)
 
 
+class BadPin(Exception):
+    """The pin file exists but cannot be read as a pinned key (corrupt, edited, unreadable)."""
+
+
 class KeyPin:
-    """The public key a member trusts, kept in a small JSON file (written 0600)."""
+    """The public key a member trusts, kept in a small JSON file (mode 0600, replaced atomically)."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
 
     def load(self) -> PinnedKey | None:
-        if not self.path.exists():
+        """The pinned key; None when there is no pin file. Raises BadPin for one that cannot be read."""
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
             return None
-        data = json.loads(self.path.read_text())
-        return PinnedKey(key_id=data["key_id"], public_key=base64.b64decode(data["public_key"]))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise self._bad(getattr(exc, "strerror", None) or "not UTF-8 text") from None
+        try:
+            data = json.loads(text)
+        except ValueError:
+            raise self._bad("not JSON") from None
+        if not isinstance(data, dict) or not isinstance(data.get("key_id"), str):
+            raise self._bad("no key_id")
+        try:
+            public = unb64(data.get("public_key"), voprf.ELEMENT_BYTES, "public_key")
+            voprf.check_element(public)
+        except (BadAnswer, voprf.InvalidElement):
+            raise self._bad("public_key is not a ristretto255 element in base64") from None
+        return PinnedKey(key_id=data["key_id"], public_key=public)
+
+    def _bad(self, reason: str) -> BadPin:
+        return BadPin(
+            f"the pinned OPRF key in {self.path} cannot be read ({reason}): remove the file and run "
+            "cx key to pin the exchange's key again (confirm it with the exchange), or pass --accept-new-key"
+        )
 
     def save(self, key: PinnedKey) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump({"suite": voprf.SUITE, "key_id": key.key_id, "public_key": b64(key.public_key)}, fh)
-            fh.write("\n")
+        """Write the pin atomically: a temporary file beside it (0600), synced, renamed onto it."""
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        body = json.dumps({"suite": voprf.SUITE, "key_id": key.key_id, "public_key": b64(key.public_key)}) + "\n"
+        fd, name = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                os.fchmod(fh.fileno(), 0o600)
+                fh.write(body)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(name, self.path)
+        except BaseException:
+            Path(name).unlink(missing_ok=True)
+            raise
+        try:  # the rename itself, made durable
+            dir_fd = os.open(self.path.parent, os.O_RDONLY)
+        except OSError:
+            return
+        try:
+            os.fsync(dir_fd)
+        except OSError:
+            pass
+        finally:
+            os.close(dir_fd)
 
     def check(self, served: PinnedKey, *, accept_new: bool = False) -> PinnedKey:
         """The key to verify against: the pinned one; the served one is pinned when none is yet
-        (trust on first use) or when `accept_new` says the member accepts a changed key."""
-        pinned = self.load()
+        (trust on first use) or when `accept_new` says the member accepts a changed key (or
+        replaces a pin file that cannot be read; without it, that raises BadPin)."""
+        try:
+            pinned = self.load()
+        except BadPin:
+            if not accept_new:
+                raise
+            self.save(served)
+            return served
         if pinned is None or (accept_new and not pinned.same_as(served)):
             self.save(served)
             return served

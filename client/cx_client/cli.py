@@ -9,7 +9,8 @@
 
 The exchange and key come from CX_URL and CX_API_KEY; the pin lives in CX_PIN_FILE
 (default ~/.config/cx/oprf-key.json). Exit status: 0 done, 1 the exchange refused or failed
-(or could not be reached), 2 bad input (nothing was sent), 3 the exchange's key changed.
+(or could not be reached), 2 bad input (nothing was sent; a pin file that cannot be read too),
+3 the exchange's key changed. `-` as ID_NUMBER reads the ID from stdin.
 A borrower's ID is never printed: errors name lines and fields, not values.
 """
 
@@ -17,9 +18,11 @@ from __future__ import annotations
 
 import argparse
 import csv
+import getpass
 import hashlib
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -28,8 +31,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cx_client.api import JSON_LINES, ApiError, Exchange, TransportError, http_transport, subject_fields
-from cx_client.blindfile import BatchFailed, FileError, blind_file, blind_ndjson, column_names
-from cx_client.blinding import BadAnswer, KeyChanged, KeyPin, b64
+from cx_client.blindfile import (
+    BatchFailed,
+    FileError,
+    blind_file,
+    blind_ndjson,
+    check_blind_csv,
+    check_columns,
+    csv_columns,
+)
+from cx_client.blinding import BadAnswer, BadPin, KeyChanged, KeyPin, b64
 from cx_client.identifiers import ID_TYPES, IdentifierError
 
 PURPOSES = ("credit_application", "credit_line_review", "post_loan_management", "guarantee_review")
@@ -62,6 +73,23 @@ def _print(answer) -> None:
     print(json.dumps(answer, ensure_ascii=False, indent=2))
 
 
+def _read_id(args) -> None:
+    """`-` as ID_NUMBER: the ID is read from stdin (one line; typed without echo at a terminal),
+    so that it stays out of the shell's history and the process list."""
+    if args.id_number != "-":
+        return
+    if sys.stdin is None:
+        raise BadInput("ID_NUMBER: - reads the ID from stdin, but there is no stdin")
+    if sys.stdin.isatty():
+        value = getpass.getpass("cx: the borrower's ID number (not shown): ")
+    else:
+        value = sys.stdin.readline()
+    value = value.strip()
+    if not value:
+        raise BadInput("ID_NUMBER: - reads the ID from stdin, but stdin gave none")
+    args.id_number = value
+
+
 def _validated(id_type: str, id_number: str, country: str | None) -> None:
     """Check a borrower's ID before anything is sent (BadInput names the field, never the value)."""
     try:
@@ -92,6 +120,7 @@ def cmd_key(args) -> int:
 
 
 def cmd_blind(args) -> int:
+    _read_id(args)
     _validated(args.id_type, args.id_number, args.country)
     exchange = _exchange()
     key = exchange.trusted_key(_pin(), accept_new=args.accept_new_key)
@@ -129,14 +158,17 @@ def _format(path: Path, given: str | None) -> str:
     return fmt
 
 
-def _csv_has_ids(path: Path) -> bool:
-    """Whether a CSV's header names an id_number column (as the exchange reads header names)."""
+def _csv_columns(path: Path) -> list[str]:
+    """A CSV's columns, found as the exchange finds its header (the first row with a cell that
+    is not blank): all record fields, none twice, and an id_number or a blind column."""
     try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            header = next(csv.reader(fh), [])
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise BadInput(f"{path}: {exc}") from None
-    return "id_number" in column_names(header)
+        columns = csv_columns(path)
+        check_columns(columns)
+    except (FileError, OSError) as exc:
+        raise BadInput(f"{path}: {exc}; nothing sent") from None
+    if "id_number" not in columns and "blind" not in columns:
+        raise BadInput(f"{path}: the header row has neither an id_number nor a blind column; nothing sent")
+    return columns
 
 
 class UploadProgress:
@@ -159,14 +191,23 @@ class UploadProgress:
 
 
 def _blinded_copy(exchange: Exchange, args, source: Path, fmt: str, tmp: Path) -> Path:
-    """The file to send: `source`, or (for raw IDs) its blinded copy in `tmp`, line for line."""
-    if fmt == "csv" and not _csv_has_ids(source):
-        return source  # no id_number column: nothing to blind (blind subjects already, say)
+    """The file to send: its blinded copy in `tmp`, line for line, or (a CSV of blind subjects)
+    `source` once every row is checked (or its checked copy, the rows rejected here blank)."""
+    if fmt == "csv" and "id_number" not in _csv_columns(source):
+        target = tmp / "checked.csv"
+        try:
+            stats = check_blind_csv(source, target)
+        except (FileError, OSError) as exc:
+            raise BadInput(f"{source}: {exc}; nothing sent") from None
+        if not stats.rejected:
+            return source
+        print(f"cx: {stats.rejected:,} rows rejected here and not sent", file=sys.stderr)
+        return target
     key = exchange.trusted_key(_pin(), accept_new=args.accept_new_key)
     target = tmp / ("blinded.csv" if fmt == "csv" else "blinded.jsonl")
     try:
         if fmt == "csv":
-            stats = blind_file(source, target, exchange, key, keep_lines=True)
+            stats = blind_file(source, target, exchange, key, keep_lines=True, known_columns=True)
         else:
             stats = blind_ndjson(source, target, exchange, key)
     except (FileError, csv.Error, UnicodeDecodeError, OSError) as exc:
@@ -294,6 +335,7 @@ def cmd_consent(args) -> int:
     expires = _moment(args.expires_at, "--expires-at") if args.expires_at else granted + timedelta(days=CONSENT_DAYS)
     if expires <= granted:
         raise BadInput("--expires-at: must be after --granted-at")
+    _read_id(args)
     _validated(args.id_type, args.id_number, args.country)
     digest = evidence_sha256(Path(args.evidence))
     exchange = _exchange()
@@ -315,6 +357,7 @@ def cmd_inquire(args) -> int:
         consent_id = str(uuid.UUID(args.consent_id))
     except ValueError:
         raise BadInput("--consent-id: must be a UUID (the id cx consent printed)") from None
+    _read_id(args)
     _validated(args.id_type, args.id_number, args.country)
     exchange = _exchange()
     answer = exchange.inquire(_subject(args, exchange), consent_id, args.purpose, idempotency_key=args.idempotency_key)
@@ -325,9 +368,28 @@ def cmd_inquire(args) -> int:
 # --- the parser ----------------------------------------------------------------------------------
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, whose errors never repeat what was typed: arguments given in the wrong order
+    (`cx blind 110105... CN_RIC`) or an ID typed with a space would otherwise be printed back."""
+
+    _ECHOES = (
+        (re.compile(r"invalid choice: .* \(choose from ", re.DOTALL), "invalid choice (choose from "),
+        (re.compile(r"(invalid [^:]* value): .*", re.DOTALL), r"\1 (not shown)"),
+        (re.compile(r"unrecognized arguments: .*", re.DOTALL), "unrecognized arguments (not shown: one may be an ID)"),
+    )
+
+    def error(self, message: str):
+        for pattern, replacement in self._ECHOES:
+            message = pattern.sub(replacement, message)
+        super().error(message)
+
+
 def _borrower(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("id_type", choices=ID_TYPES)
-    parser.add_argument("id_number")
+    # Free strings, checked by the command: argparse's choices would print a misplaced ID back.
+    parser.add_argument("id_type", metavar="ID_TYPE", help=", ".join(ID_TYPES))
+    parser.add_argument(
+        "id_number", metavar="ID_NUMBER", help="the borrower's ID; - reads it from stdin (out of shell history)"
+    )
     parser.add_argument("--country", help="ISO 3166-1 alpha-2, passports only")
 
 
@@ -344,7 +406,7 @@ def _idempotency_option(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cx", description="The credit exchange's member client.")
+    parser = Parser(prog="cx", description="The credit exchange's member client.")
     commands = parser.add_subparsers(dest="command", required=True)
     key = commands.add_parser("key", help="fetch the exchange's OPRF public key and pin it (or check the pin)")
     blind = commands.add_parser("blind", help="print one borrower as a blind subject")
@@ -369,8 +431,9 @@ def build_parser() -> argparse.ArgumentParser:
     upload_help = (
         "upload a bulk file of records (CSV or JSON Lines). Raw IDs are blinded here first, into a "
         "temporary copy deleted afterwards, line for line, so the exchange's error lines are your "
-        "file's; a row whose ID is invalid is reported here and not sent. A CSV without an id_number "
-        "column is sent as it is."
+        "file's; a row whose ID is invalid is reported here and not sent. A CSV of blind subjects "
+        "(a blind column, no id_number) is checked row by row and sent as it is; a line that is neither "
+        "blind nor blinded here is never sent."
     )
     upload = commands.add_parser("upload", help=upload_help, description=upload_help)
     upload.add_argument("file", help="the file: .csv, .jsonl or .ndjson (or say which with --format)")
@@ -441,7 +504,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except BadInput as exc:
+    except (BadInput, BadPin) as exc:
         print(f"cx: {exc}", file=sys.stderr)
         return 2
     except KeyChanged as exc:

@@ -1,7 +1,8 @@
 """Validating and normalising borrower identifiers before they are tokenised or blinded (docs/integration.md).
 
-Error messages say exactly what is wrong but never quote the identifier itself: at most a
-birth date, a length, a position or a single character.
+Error messages say exactly what is wrong but never quote any part of the identifier: at most a
+length or a position. They reach API errors and the exchange's stored rejected rows, which must
+never hold a national ID, nor a birth date or a character of one.
 """
 
 from __future__ import annotations
@@ -115,15 +116,16 @@ def uscc_check_character(first17: str) -> str:
     return _USCC_CHARS[(31 - total % 31) % 31]
 
 
-def _check_birth_date(digits: str) -> None:
+def _check_birth_date(digits: str, where: str) -> None:
+    """`digits`: YYYYMMDD; `where`: the characters of the ID that hold it, for the message."""
     try:
         born = date(int(digits[:4]), int(digits[4:6]), int(digits[6:8]))
     except ValueError:
-        raise IdentifierError("id_number", f"birth date {digits} is not a date") from None
+        raise IdentifierError("id_number", f"the birth date ({where}) is not a real date") from None
     if born.year < 1900:
-        raise IdentifierError("id_number", f"birth date {digits} is before 1900")
+        raise IdentifierError("id_number", f"the birth date ({where}) is before 1900")
     if born > datetime.now(_CHINA).date():
-        raise IdentifierError("id_number", f"birth date {digits} is in the future")
+        raise IdentifierError("id_number", f"the birth date ({where}) is in the future")
 
 
 def _resident_id(raw: str) -> str:
@@ -133,7 +135,7 @@ def _resident_id(raw: str) -> str:
             raise IdentifierError("id_number", "a 15-character legacy resident ID must be all digits")
         # Legacy IDs (before 1999) carry a two-digit year in the 1900s and no check character.
         first17 = value[:6] + "19" + value[6:]
-        _check_birth_date(first17[6:14])
+        _check_birth_date(first17[6:14], "characters 7-12")
         return first17 + ric_check_character(first17)
     if len(value) != 18:
         raise IdentifierError(
@@ -142,10 +144,9 @@ def _resident_id(raw: str) -> str:
     first17, check = value[:17], value[17]
     if not (first17.isascii() and first17.isdigit()) or (check not in _DIGITS and check != "X"):
         raise IdentifierError("id_number", "must be 17 digits followed by a digit or X")
-    _check_birth_date(first17[6:14])
-    expected = ric_check_character(first17)
-    if check != expected:
-        raise IdentifierError("id_number", f"check character should be {expected}")
+    _check_birth_date(first17[6:14], "characters 7-14")
+    if check != ric_check_character(first17):
+        raise IdentifierError("id_number", "the check character is wrong")
     return value
 
 
@@ -156,15 +157,12 @@ def _credit_code(raw: str) -> str:
     if not set(value) <= _USCC_SET:
         for position, char in enumerate(value, start=1):
             if char not in _USCC_VALUE:
-                shown = char if char in _ALNUM else "this symbol"
                 raise IdentifierError(
                     "id_number",
-                    f"character {position} ({shown}) is not allowed: "
-                    "credit codes use 0-9 and A-Y without I, O, S, V, Z",
+                    f"character {position} is not allowed: credit codes use 0-9 and A-Y without I, O, S, V, Z",
                 )
-    expected = uscc_check_character(value[:17])
-    if value[17] != expected:
-        raise IdentifierError("id_number", f"check character should be {expected}")
+    if value[17] != uscc_check_character(value[:17]):
+        raise IdentifierError("id_number", "the check character is wrong")
     return value
 
 

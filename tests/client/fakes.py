@@ -12,6 +12,7 @@ from cx_client.api import Request
 from cx_client.subjects import oprf_input
 
 Answer = tuple[int, dict | list]
+SUBMISSION = "0b6f3c1e-9a7d-4f2e-8c61-0d2a7e4b9f10"  # what the `fake` fixture's upload answers
 
 
 class FakeExchange:

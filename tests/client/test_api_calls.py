@@ -72,7 +72,7 @@ def test_upload_refused_or_answered_without_an_id(fake, tmp_path):
 
 def test_submission_status_and_its_errors_as_json_lines(fake):
     fake.routes["GET", "submissions/s1"] = (200, {"id": "s1", "status": "completed", "rejected": 1})
-    rows = [{"line": 4, "field": "subject.id_number", "message": "check character should be X"}]
+    rows = [{"line": 4, "field": "subject.id_number", "message": "the check character is wrong"}]
     fake.routes["GET", "submissions/s1/errors"] = (200, rows)
     exchange = Exchange(fake)
     assert exchange.submission("s1")["status"] == "completed"

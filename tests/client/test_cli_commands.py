@@ -1,5 +1,6 @@
 """`cx upload`, `submission`, `errors`, `consent` and `inquire` against a fake exchange: what is
-sent (never a raw ID unless --raw), what is printed, and the exit status of each failure."""
+sent (never a raw ID unless --raw), what is printed, and the exit status of each failure.
+The `fake` fixture (tests/client/conftest.py) is that exchange, the cx command's transport."""
 
 from __future__ import annotations
 
@@ -14,25 +15,13 @@ import pytest
 from cx_client import cli
 from cx_client.blinding import KeyPin, PinnedKey
 
-from tests.client.fakes import FakeExchange
+from tests.client.fakes import SUBMISSION, FakeExchange
 
 RIC = "11010519491231002X"
 BAD_RIC = "110105194912310021"  # wrong check character
-SUBMISSION = "0b6f3c1e-9a7d-4f2e-8c61-0d2a7e4b9f10"
+BLIND = base64.b64encode(bytes(range(64))).decode()  # a well-formed blind value (88 characters)
 CONSENT = "1ec2e1c8-6e66-4a6d-89a0-ef025e71491f"
 HEADER = ["member_reference", "id_type", "id_number", "name", "country", "product", "principal"]
-
-
-@pytest.fixture
-def fake(tmp_path, monkeypatch):
-    fake = FakeExchange()
-    monkeypatch.setenv("CX_URL", "https://exchange.example")
-    monkeypatch.setenv("CX_API_KEY", "unused")
-    monkeypatch.setenv("CX_PIN_FILE", str(tmp_path / "pin.json"))
-    monkeypatch.setattr(cli, "http_transport", lambda url, key: fake)
-    monkeypatch.setattr(cli, "sleep", lambda seconds: None)
-    fake.routes["POST", "submissions"] = (202, {"id": SUBMISSION, "status": "queued", "duplicate": False})
-    return fake
 
 
 def run(capsys, *argv):
@@ -76,14 +65,14 @@ def test_upload_blinds_a_csv_line_for_line_and_deletes_the_copy(fake, tmp_path, 
     assert lines[2] == ""
     assert lines[3] == f"L3,PASSPORT,{fake.blind('PASSPORT', 'E1234567', 'DE')},,DE,loan,1"
     assert "110105" not in sent.decode() and "1234567," not in sent.decode()
-    assert "line 3: id_number: check character" in err and "1 rejected here and not sent" in err
+    assert "line 3: id_number: the check character is wrong" in err and "1 rejected here and not sent" in err
     assert "110105" not in out + err and "uploading" not in err  # no progress line for a small file
     assert fake.evaluations() == [2]
     assert list((tmp_path / "work").iterdir()) == []  # the blinded copy is gone
 
 
 def test_upload_sends_a_blind_csv_or_a_raw_one_with_raw_as_it_is(fake, tmp_path, capsys):
-    (tmp_path / "blind.csv").write_bytes(b"member_reference,id_type,blind\nL1,CN_RIC,abc\n")
+    (tmp_path / "blind.csv").write_bytes(f"\ufeffmember_reference,id_type,blind\r\nL1,CN_RIC, {BLIND} \r\n".encode())
     assert run(capsys, "upload", str(tmp_path / "blind.csv"))[0] == 0
     write_csv(tmp_path / "raw.csv", [["L1", "CN_RIC", RIC, "", "", "loan", "1"]])
     assert run(capsys, "upload", str(tmp_path / "raw.csv"), "--raw")[0] == 0
@@ -102,11 +91,11 @@ def test_upload_blinds_json_lines_and_keeps_every_line_number(fake, tmp_path, ca
         {"member_reference": "L1", "subject": {"id_type": "CN_RIC", "id_number": RIC.lower(), "name": "Zhang San"}},
         {"member_reference": "L2", "subject": {"id_type": "CN_RIC", "id_number": BAD_RIC}},
         "",
-        {"member_reference": "L4", "subject": {"id_type": "CN_RIC", "blind": "already"}},
+        {"member_reference": "L4", "subject": {"id_type": "CN_RIC", "blind": BLIND}},
         '{"member_reference": "L5", "subject": {"id_type": "CN_RIC", "id_number": "x"',
         {"member_reference": "L6", "subject": {"id_type": "PASSPORT", "id_number": "E1234567", "country": "us"}},
         {"member_reference": "L7", "subject": RIC},
-        {"member_reference": "L8", "principal": "1"},
+        {"member_reference": "L8", "principal": "1", "subject": {"id_type": "CN_MOBILE", "blind": BLIND, "name": "Li"}},
     ]
     text = "".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in source)
     (tmp_path / "loans.jsonl").write_text(text)
@@ -130,7 +119,7 @@ def test_upload_blinds_json_lines_and_keeps_every_line_number(fake, tmp_path, ca
     assert "110105" not in sent.decode() and "E1234567" not in sent.decode()
     reported = [line for line in err.splitlines() if ": line " in line]
     assert [r.split(":")[1].strip() for r in reported] == ["line 2", "line 5", "line 7"]
-    assert "subject.id_number: check character" in reported[0] and "not valid JSON" in reported[1]
+    assert "subject.id_number: the check character is wrong" in reported[0] and "not valid JSON" in reported[1]
     assert "subject: must be an object" in reported[2] and "110105" not in err
     assert fake.evaluations() == [2]
 
@@ -144,7 +133,7 @@ def test_upload_wait_polls_until_completed_and_says_where_the_errors_are(fake, t
         ]
     )
     fake.routes["GET", f"submissions/{SUBMISSION}"] = lambda request: (200, next(states))
-    (tmp_path / "f.csv").write_bytes(b"member_reference,id_type,blind\nL1,CN_RIC,abc\n")
+    (tmp_path / "f.csv").write_bytes(f"member_reference,id_type,blind\nL1,CN_RIC,{BLIND}\n".encode())
     status, out, err = run(capsys, "upload", str(tmp_path / "f.csv"), "--wait")
     assert status == 0
     assert json.loads(out)["status"] == "completed"
@@ -212,7 +201,7 @@ def test_upload_with_a_changed_key_exits_3_and_sends_no_row(fake, tmp_path, caps
 def test_upload_progress_line_for_large_files(fake, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(cli, "PROGRESS_BYTES", 10)
     monkeypatch.setattr("cx_client.api.UPLOAD_BLOCK", 1 << 20)
-    (tmp_path / "f.csv").write_bytes(b"member_reference,id_type,blind\n" + b"L,CN_RIC,abc\n" * 200_000)
+    (tmp_path / "f.csv").write_bytes(b"member_reference,id_type,blind\n" + f"L,CN_RIC,{BLIND}\n".encode() * 26_500)
     _status, _out, err = run(capsys, "upload", str(tmp_path / "f.csv"))
     assert "\rcx: uploading 1.0 of 2.5 MiB (40%)\rcx: uploading 2.0 of 2.5 MiB (80%)" in err and "(100%)\n" in err
 
@@ -259,7 +248,7 @@ def test_consent_times_given_and_raw(fake, tmp_path, capsys):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"id_number": BAD_RIC}, "id_number: check character"),
+        ({"id_number": BAD_RIC}, "id_number: the check character is wrong"),
         ({"evidence": "missing.pdf"}, "--evidence: No such file"),
         ({"granted_at": "2026-11-27T09:30:00"}, "--granted-at: give the offset"),
         ({"granted_at": "yesterday"}, "--granted-at: not an ISO 8601 time"),

@@ -214,7 +214,7 @@ def test_a_blinded_upload_keeps_the_members_line_numbers_and_is_found(bank_a, ba
     assert status == 0, err
     submission = json.loads(out)
     assert (submission["accepted"], submission["rejected"]) == (2, 2)
-    assert "line 3: id_number: check character" in err and "1 rejected here and not sent" in err
+    assert "line 3: id_number: the check character is wrong" in err and "1 rejected here and not sent" in err
     out = run(capsys, "errors", submission["id"])[1]
     # the lines of the member's own file, though the file sent had a blank line in place of L2
     assert [(e["line"], e["field"]) for e in map(json.loads, out.splitlines())] == [
@@ -258,3 +258,28 @@ def test_a_blind_only_exchange_refuses_raw_ids_and_takes_cx_blind_ones(
     status, _out, err = run(capsys, "consent", *args, "--evidence", str(tmp_path / "signed.pdf"), "--raw")
     assert status == 1 and "raw_identifier_refused" in err and ric(31) not in err
     assert consent_and_inquire(capsys, tmp_path, "CN_RIC", ric(31))["subject_found"] is True
+
+
+def test_blank_rows_before_the_header_are_skipped_here_as_the_exchange_skips_them(
+    bank_a, as_member, tmp_path, capsys, settings
+):
+    settings.EXCHANGE_RAW_SUBJECTS = "refuse"
+    as_member(bank_a)
+    write_csv(tmp_path / "loans.csv", [csv_row("B1", 41), csv_row("B2", 42, principal="lots")])
+    (tmp_path / "loans.csv").write_text(",,\n\n" + (tmp_path / "loans.csv").read_text())
+    status, out, err = run(capsys, "upload", str(tmp_path / "loans.csv"), "--wait")
+    assert status == 0, err
+    submission = json.loads(out)
+    assert (submission["accepted"], submission["rejected"]) == (1, 1)
+    errors = [json.loads(line) for line in run(capsys, "errors", submission["id"])[1].splitlines()]
+    assert [(e["line"], e["field"]) for e in errors] == [(5, "principal")]  # the member's own line
+
+    # blind already (cx blind-file's output), after a blank row: checked here, sent as it is
+    assert run(capsys, "blind-file", str(tmp_path / "loans.csv"), str(tmp_path / "blind.csv"))[0] == 0
+    (tmp_path / "blind.csv").write_text("\n" + (tmp_path / "blind.csv").read_text().replace("B1", "B3"))
+    status, out, err = run(capsys, "upload", str(tmp_path / "blind.csv"), "--wait")
+    assert status == 0, err
+    submission = json.loads(out)
+    assert (submission["accepted"], submission["rejected"]) == (1, 1)
+    errors = [json.loads(line) for line in run(capsys, "errors", submission["id"])[1].splitlines()]
+    assert [(e["line"], e["field"]) for e in errors] == [(4, "principal")]
