@@ -129,6 +129,8 @@ class Server:
             "LOG_LEVEL": "WARNING",
             "GUNICORN_BIND": f"127.0.0.1:{self.port}",
         }
+        if database_url is None:
+            (workdir / "exchange.sqlite3").unlink(missing_ok=True)  # a fresh one each run
         self._manage("migrate", "--noinput", "-v0")
         made = json.loads(self._manage("create_member", CODE, "--name", "Blind-file bench"))
         self.api_key = made["api_key"]
@@ -160,9 +162,10 @@ class Server:
             return json.loads(response.read())
 
     def _manage(self, *args: str) -> str:
-        done = subprocess.run(
-            [sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, check=True, capture_output=True, text=True
-        )
+        command = [sys.executable, "manage.py", *args]
+        done = subprocess.run(command, cwd=ROOT, env=self.env, capture_output=True, text=True)
+        if done.returncode:
+            raise SystemExit(f"manage.py {' '.join(args)} failed:\n{done.stderr}")
         return done.stdout
 
     def server_cpu(self) -> float:
