@@ -143,11 +143,18 @@ class Server:
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
+        try:
+            self._wait_ready(workdir)
+        except BaseException:
+            self.stop()  # never leave a server behind
+            raise
+
+    def _wait_ready(self, workdir: Path) -> None:
         deadline = time.monotonic() + 60
         while True:
             try:
                 self.call("GET", "oprf/key")
-                break
+                return
             except OSError:
                 if time.monotonic() > deadline or self.process.poll() is not None:
                     raise SystemExit(f"gunicorn did not start: see {workdir / 'gunicorn.log'}") from None
