@@ -1,7 +1,7 @@
 """CPU per request in the web process, for one code tree or two in alternating blocks.
 
-    .venv/bin/python bench/perf/cpu.py --pgdir DIR [--tree PATH]... [--blocks 10] [--requests 200]
-        [--kinds constant,floor,inquiry] [--instructions]
+    .venv/bin/python bench/perf/cpu.py --pgdir DIR [--tree PATH[=DIR]]... [--blocks 10] [--requests 200]
+        [--kinds constant,floor,inquiry,blind] [--instructions]
 
 On a host whose speed drifts, wrk's requests per second move by more than a small change to the
 code. This measures the Python side alone: each tree's Django application (bench.perf.settings)
@@ -22,6 +22,15 @@ Either way it prints floor/inquiry: what the inquiry costs in the web process ag
 view, the Python side of run.py's inquiry/floor ratio (PostgreSQL, the network and wrk are not
 in it).
 
+- The kind `blind` is the inquiry with blind subjects: the same request lines as `inquiry`, each
+  subject `{"id_type", "blind"}` instead of `{"id_type", "id_number"}`, its value the VOPRF output
+  a member's Finalize gives (core.oprf.evaluate_input on cx_client.subjects.oprf_input, computed
+  here with the bench's key into DIR/work/blind.lines). With both kinds it prints blind/inquiry.
+  A tree from before blind subjects answers them 400: leave `blind` out when comparing with one.
+- `--tree PATH=DIR` measures that tree on its own data set DIR (one PostgreSQL server each, all
+  running at once), for trees whose subject tokens differ: each tree then finds its borrowers in
+  a data set built by its own code (run.py of that tree), the like-for-like comparison.
+
 The database is written to (inquiries and their audit events), as by run.py.
 """
 
@@ -39,7 +48,37 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PATHS = {"constant": "/bench/constant", "floor": "/bench/floor", "inquiry": "/api/v1/inquiries"}
+PATHS = {
+    "constant": "/bench/constant",
+    "floor": "/bench/floor",
+    "inquiry": "/api/v1/inquiries",
+    "blind": "/api/v1/inquiries",  # the inquiry lines with blind subjects (write_blind_lines)
+}
+
+
+def write_blind_lines(folder: Path) -> Path:
+    """DIR/work/blind.lines: DIR/work/inquiry.lines with each subject sent blind, with the value a
+    member's Finalize gives for it (RFC 9497 Evaluate under the bench's OPRF key, this tree's code)."""
+    import base64
+    import json
+
+    from cx_client.subjects import oprf_input
+
+    from bench.perf import run
+    from core import oprf
+    from core.keys import decode_key
+
+    key = oprf.key_from_seed(decode_key("EXCHANGE_OPRF_KEY", run.BENCH_ENV["EXCHANGE_OPRF_KEY"]))
+    target = folder / "work" / "blind.lines"
+    with open(target, "w") as out:
+        for line in (folder / "work" / "inquiry.lines").read_text().splitlines():
+            api_key, body = line.split("\t", 1)
+            request = json.loads(body)
+            subject = request["subject"]
+            output = oprf.evaluate_input(oprf_input(subject["id_type"], subject["id_number"]), key)
+            request["subject"] = {"id_type": subject["id_type"], "blind": base64.b64encode(output).decode()}
+            out.write(f"{api_key}\t{json.dumps(request, separators=(',', ':'))}\n")
+    return target
 
 
 def child(folder: Path, kinds: list[str]) -> None:
@@ -160,10 +199,14 @@ class Tree:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pgdir", type=Path, required=True, help="a data set kept by run.py --pgdir DIR --keep")
-    parser.add_argument("--tree", type=Path, action="append", help="a checkout to measure (default: this one)")
+    parser.add_argument(
+        "--tree",
+        action="append",
+        help="a checkout to measure (default: this one); PATH=DIR measures it on its own data set DIR",
+    )
     parser.add_argument("--blocks", type=int, default=10)
     parser.add_argument("--requests", type=int, default=200, help="requests of each kind per block")
-    parser.add_argument("--kinds", default="constant,floor,inquiry")
+    parser.add_argument("--kinds", default="constant,floor,inquiry", help="of constant,floor,inquiry,blind")
     parser.add_argument("--instructions", action="store_true", help="count instructions with valgrind's callgrind")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -174,23 +217,35 @@ def main() -> int:
     unknown = set(kinds) - set(PATHS)
     if unknown:
         parser.error(f"unknown kinds: {', '.join(sorted(unknown))}")
-    if not (args.pgdir / "work" / "dataset.json").exists():
-        parser.error(f"{args.pgdir} holds no data set: build one with run.py --pgdir {args.pgdir} --keep")
     if args.instructions and not (shutil.which("valgrind") and shutil.which("callgrind_control")):
         parser.error("--instructions needs valgrind (apt-get install -y valgrind)")
-    trees = [path.resolve() for path in (args.tree or [ROOT])]
+    trees, folders = [], []  # each tree's checkout and data set
+    for spec in args.tree or [str(ROOT)]:
+        path, _sep, folder = spec.partition("=")
+        trees.append(Path(path).resolve())
+        folders.append(Path(folder).resolve() if folder else args.pgdir.resolve())
+    for folder in dict.fromkeys(folders):
+        if not (folder / "work" / "dataset.json").exists():
+            parser.error(f"{folder} holds no data set: build one with run.py --pgdir {folder} --keep")
 
     sys.path.insert(0, str(ROOT))
     from bench.perf import run
 
-    server = run.Postgres(args.pgdir)
-    server.start()
+    if "blind" in kinds:
+        for folder in dict.fromkeys(folders):
+            write_blind_lines(folder)
+    servers = {folder: run.Postgres(folder) for folder in dict.fromkeys(folders)}
     out = Path(tempfile.mkdtemp(prefix="bench-cpu-"))
     unit = "M instructions" if args.instructions else "ms CPU"
     scale = 1e-6 if args.instructions else 1e3
     try:
-        run.prewarm(server)
-        serving = [Tree(path, args.pgdir, server.url, kinds, args.instructions, out) for path in trees]
+        for server in servers.values():
+            server.start()
+            run.prewarm(server)
+        serving = [
+            Tree(path, folder, servers[folder].url, kinds, args.instructions, out)
+            for path, folder in zip(trees, folders, strict=True)
+        ]
         results = {(i, kind): [] for i in range(len(trees)) for kind in kinds}
         for block in range(args.blocks):
             order = list(range(len(trees)))
@@ -203,18 +258,22 @@ def main() -> int:
         for tree in serving:
             tree.close()
     finally:
-        server.stop()
+        for server in servers.values():
+            server.stop()
         shutil.rmtree(out, ignore_errors=True)
 
     print(f"{unit} per request, median over {args.blocks} blocks of {args.requests} (range):")
     for i, path in enumerate(trees):
-        print(f"  tree {i + 1}: {path}")
+        print(f"  tree {i + 1}: {path}" + (f" on {folders[i]}" if folders[i] != args.pgdir.resolve() else ""))
         for kind in kinds:
             values = results[(i, kind)]
             print(f"    {kind:9} {statistics.median(values):7.3f} ({min(values):.3f}-{max(values):.3f})")
         if "floor" in kinds and "inquiry" in kinds:
             pairs = [f / q for f, q in zip(results[(i, "floor")], results[(i, "inquiry")], strict=True)]
             print(f"    floor/inquiry {statistics.median(pairs):.3f} ({min(pairs):.3f}-{max(pairs):.3f})")
+        if "blind" in kinds and "inquiry" in kinds:
+            pairs = [b / q for b, q in zip(results[(i, "blind")], results[(i, "inquiry")], strict=True)]
+            print(f"    blind/inquiry {statistics.median(pairs):.3f} ({min(pairs):.3f}-{max(pairs):.3f})")
     for i in range(1, len(trees)):
         print(f"tree {i + 1} / tree 1, per pair of blocks: median (range)")
         for kind in kinds:
