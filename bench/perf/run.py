@@ -593,7 +593,7 @@ def render(report: dict) -> str:
         "| endpoint | req/s | p50 ms | p95 ms | p99 ms | requests | errors | req/s vs floor | p99 vs floor |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    floor = report["results"]["floor"]
+    floor = report["results"].get("floor")  # absent with --skip floor: no ratios then
     for name, label in (
         ("constant", "DRF view returning a constant (reference)"),
         ("floor", "floor: bare DRF view, one summary query"),
@@ -604,7 +604,8 @@ def render(report: dict) -> str:
             continue
         out.append(
             f"| {label} | {r['rps']:,} | {r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} | {r['requests']:,} | "
-            f"{r['errors']} | {r['rps'] / floor['rps']:.2f} | {r['p99_ms'] / floor['p99_ms']:.2f} |"
+            f"{r['errors']} | "
+            + (f"{r['rps'] / floor['rps']:.2f} | {r['p99_ms'] / floor['p99_ms']:.2f} |" if floor else "- | - |")
         )
     batches = report.get("batches")
     if batches:
