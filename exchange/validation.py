@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from cx_client.fields import RECORD_FIELDS, SUBJECT_FIELDS
 from django.conf import settings
 from django.utils import timezone
 
@@ -21,12 +22,12 @@ from core.oprf import OUTPUT_BYTES
 from core.problems import Invalid, unknown_fields_message
 from core.tokens import subject_token, token_of_output
 from exchange.currencies import ISO_4217
-from exchange.models import PAYMENT_CODES, Product, RecordData, RecordStatus
+from exchange.models import PAYMENT_CODES, Product, RecordStatus
 
 # The fields of a submitted record: the stored data fields, with the subject as sent
 # (id_type + id_number become the token) and the member's own reference.
-RECORD_FIELDS = (frozenset(RecordData.DATA_FIELDS) - {"subject_token", "id_type"}) | {"member_reference", "subject"}
-SUBJECT_FIELDS = frozenset({"id_type", "id_number", "blind", "name", "country"})
+# The fields of a submitted record and of its subject are the member client's (cx_client.fields),
+# so both read a record alike; tests/exchange/test_rows.py holds them equal to the stored fields.
 BLIND_MESSAGE = "must be the base64 of a 64-byte VOPRF output (RFC 9497 Finalize)"
 RAW_REFUSED_MESSAGE = "is refused: this exchange takes blind subjects only; send blind instead of id_number"
 RAW_REFUSED_DETAIL = (

@@ -32,32 +32,12 @@ from typing import TextIO
 
 from cx_client.api import ApiError, Exchange, TransportError
 from cx_client.blinding import BATCH_SIZE, BadAnswer, PinnedKey, b64
+from cx_client.fields import CSV_COLUMNS, RECORD_FIELDS, SUBJECT_FIELDS
 from cx_client.identifiers import IdentifierError, normalize_subject
 from cx_client.subjects import oprf_input_normalised
 
 Row = list[str]
 
-# The fields of a record and of its subject, as the exchange reads them (exchange/validation.py).
-RECORD_FIELDS = frozenset(
-    {
-        "member_reference",
-        "subject",
-        "product",
-        "currency",
-        "principal",
-        "amount_overdue",
-        "days_past_due",
-        "status",
-        "opened_on",
-        "delinquent_since",
-        "as_of",
-        "notice_sent_on",
-        "settled_on",
-        "payment_history",
-    }
-)
-SUBJECT_FIELDS = frozenset({"id_type", "id_number", "blind", "name", "country"})
-CSV_COLUMNS = (RECORD_FIELDS - {"subject"}) | SUBJECT_FIELDS
 BLIND_CHARS = 88  # base64 of the 64-byte VOPRF output
 BLIND_MESSAGE = "must be the base64 of a 64-byte VOPRF output (88 characters), as cx blind prints"
 

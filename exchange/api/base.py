@@ -129,7 +129,22 @@ class CurrencyText(serializers.CharField):
     """An ISO 4217 currency code, upper case."""
 
 
-class RawSubject(serializers.Serializer):
+class _SubjectFields(serializers.Serializer):
+    """What raw and blind subjects share."""
+
+    id_type = serializers.ChoiceField(choices=ID_TYPES)
+    name = serializers.RegexField(
+        RECORD_TEXT_PATTERN, required=False, allow_null=True, max_length=200, help_text="the borrower's name"
+    )
+    country = serializers.CharField(
+        required=False,
+        allow_null=True,
+        allow_blank=True,
+        help_text="ISO 3166-1 alpha-2 such as CN (case-insensitive): passports only",
+    )
+
+
+class RawSubject(_SubjectFields):
     """A borrower by its ID. `id_number` is normalised (spaces ignored; `+86`/`0086` and dashes in
     mobile numbers; a 15-digit resident ID upgraded) and checked (check character, birth date):
     a wrong one is 422 on `subject.id_number`. `country` (ISO 3166-1 alpha-2) is required for a
@@ -137,41 +152,21 @@ class RawSubject(serializers.Serializer):
     itself and stores only a keyed token of it; `name` is stored encrypted and never returned.
     On an exchange run with EXCHANGE_RAW_SUBJECTS=refuse this is 422 `raw_identifier_refused`."""
 
-    id_type = serializers.ChoiceField(choices=ID_TYPES)
     id_number = serializers.RegexField(
         r"\S",
         help_text="CN_RIC: 18 characters (or a legacy 15-digit ID); CN_USCC: 18 characters; "
         "CN_MOBILE: 11 digits starting with 1; PASSPORT: 5 to 20 letters or digits",
     )
-    name = serializers.RegexField(
-        RECORD_TEXT_PATTERN, required=False, allow_null=True, max_length=200, help_text="the borrower's name"
-    )
-    country = serializers.CharField(
-        required=False,
-        allow_null=True,
-        allow_blank=True,
-        help_text="ISO 3166-1 alpha-2 such as CN (case-insensitive): passports only",
-    )
 
 
-class BlindSubject(serializers.Serializer):
+class BlindSubject(_SubjectFields):
     """A borrower the exchange never sees: `blind` is the 64-byte VOPRF output of
     `cx-subject-v1|<id_type>|<country>|<normalised id>`, obtained through `/oprf/evaluate`
     (RFC 9497, ristretto255-SHA512) and finalised by the member. The same borrower sent raw or
     blind is one subject. `country` is optional (it is inside the blinded input)."""
 
-    id_type = serializers.ChoiceField(choices=ID_TYPES)
     blind = serializers.RegexField(
         r"^[A-Za-z0-9+/]{86}==$", help_text="base64 of the 64-byte output of RFC 9497 Finalize"
-    )
-    name = serializers.RegexField(
-        RECORD_TEXT_PATTERN, required=False, allow_null=True, max_length=200, help_text="the borrower's name"
-    )
-    country = serializers.CharField(
-        required=False,
-        allow_null=True,
-        allow_blank=True,
-        help_text="ISO 3166-1 alpha-2 such as CN (case-insensitive): passports only",
     )
 
 

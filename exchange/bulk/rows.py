@@ -17,16 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from cx_client.fields import CSV_COLUMNS, SUBJECT_FIELDS
+
 from core.parsers import MalformedJSON, loads_strict_text
 from exchange.models import SubmissionFormat
-from exchange.validation import RAW_REFUSED_DETAIL, RECORD_FIELDS, SUBJECT_FIELDS, raw_subjects_refused
+from exchange.validation import RAW_REFUSED_DETAIL, raw_subjects_refused
 
 MAX_LINE_BYTES = 1 << 20  # a longer physical line is reported, never held whole
 SNIFF_BYTES = 1 << 16  # the head of a file checked for being UTF-8 text
 _UTF8_BOM = codecs.BOM_UTF8
 
-# A CSV row is a record with its subject flattened into four columns.
-CSV_COLUMNS = (RECORD_FIELDS - {"subject"}) | SUBJECT_FIELDS
 CSV_REQUIRED = (  # and one of id_number (a raw ID) or blind (a blind subject)
     "member_reference",
     "id_type",

@@ -160,3 +160,12 @@ def test_a_jsonl_line_the_json_api_would_refuse_is_refused(line):
 def test_a_file_that_is_not_utf8_is_refused_whole():
     with pytest.raises(FileRejected):
         open_rows(io.BytesIO(b"member_reference\n\xff\xfe\n"), SubmissionFormat.CSV, offset=0, line=0)
+
+
+def test_the_record_fields_members_send_are_the_stored_fields():
+    from cx_client.fields import RECORD_FIELDS
+
+    from exchange.models import RecordData
+
+    stored = frozenset(RecordData.DATA_FIELDS) - {"subject_token", "id_type"}  # made from the subject
+    assert RECORD_FIELDS == stored | {"member_reference", "subject"}
