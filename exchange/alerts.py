@@ -294,31 +294,68 @@ def rule_evidence_failed(start: datetime, until: datetime) -> list[Finding]:
 
 
 def rule_dispute_volume(start: datetime, until: datetime) -> list[Finding]:
-    """Disputes filed by each member in the 24 hours ending at `until` (the run time): a rolling
-    window, not a calendar day. `start` is not used: every run looks at its own last 24 hours.
-    The finding's window starts at the first of those disputes (the same for two runs at once)."""
+    """Members that filed more disputes than the threshold within any 24 hours ending between
+    `start` and `until`: one finding per flood, from its first dispute to its last, its count the
+    most disputes seen in one 24 hours. Disputes an operator already saw (up to the last dispute of
+    the member's newest closed alert of this kind) do not count again: a flood that goes on after
+    its alert was closed raises a new alert once the new disputes alone pass the threshold."""
     threshold = settings.EXCHANGE_ALERT_DISPUTES_PER_DAY
-    rows = (
-        Dispute.objects.filter(opened_at__gt=until - DAY, opened_at__lte=until, filed_by__isnull=False)
-        .order_by()
+    scanned = Dispute.objects.filter(opened_at__gt=start - DAY, opened_at__lte=until, filed_by__isnull=False)
+    members = list(  # first the few members over the threshold in the whole span (one aggregate)
+        scanned.order_by()
         .values("filed_by_id")
-        .annotate(n=Count("id"), first=Min("opened_at"), last=Max("opened_at"))
+        .annotate(n=Count("id"))
         .filter(n__gt=threshold)
+        .values_list("filed_by_id", flat=True)
     )
+    if not members:
+        return []
+    seen = dict(
+        ComplianceAlert.objects.filter(kind=AlertKind.DISPUTE_VOLUME, status=AlertStatus.CLOSED, member_id__in=members)
+        .order_by()
+        .values("member_id")
+        .annotate(last=Max("last_at"))
+        .values_list("member_id", "last")
+    )
+    times: dict[object, list[datetime]] = {}
+    for member_id, opened_at in (
+        scanned.filter(filed_by_id__in=members).order_by("opened_at").values_list("filed_by_id", "opened_at")
+    ):
+        if member_id not in seen or opened_at > seen[member_id]:
+            times.setdefault(member_id, []).append(opened_at)
     return [
         Finding(
-            row["filed_by_id"],
+            member_id,
             AlertKind.DISPUTE_VOLUME,
-            row["first"],
-            until,
-            row["n"],
+            first,
+            last,
+            count,
             threshold,
-            row["first"],
-            row["last"],
-            _disputes_detail(row["n"], row["first"], until, threshold),
+            first,
+            last,
+            _disputes_detail(count, first, last, threshold),
         )
-        for row in rows
+        for member_id, moments in times.items()
+        for first, last, count in dispute_floods(moments, threshold, since=start)
     ]
+
+
+def dispute_floods(moments: list[datetime], threshold: int, *, since: datetime) -> list[tuple[datetime, datetime, int]]:
+    """(first, last, most in 24 hours) of each run of overlapping 24-hour windows holding more than
+    `threshold` of the sorted `moments`, for the windows ending at or after `since`."""
+    floods: list[list] = []
+    left = 0
+    for right, moment in enumerate(moments):
+        while moments[left] <= moment - DAY:
+            left += 1
+        count = right - left + 1
+        if count <= threshold or moment < since:
+            continue
+        if floods and moments[left] <= floods[-1][1]:  # overlaps the flood before: the same flood
+            floods[-1][1], floods[-1][2] = moment, max(floods[-1][2], count)
+        else:
+            floods.append([moments[left], moment, count])
+    return [(first, last, count) for first, last, count in floods]
 
 
 def _disputes_detail(count: int, start: datetime, end: datetime, threshold: int) -> str:
@@ -329,17 +366,20 @@ def _disputes_detail(count: int, start: datetime, end: datetime, threshold: int)
 
 
 def _continue_dispute_alert(finding: Finding, ongoing: ComplianceAlert) -> None:
-    """A dispute_volume finding whose 24 hours overlap an alert's window continues that alert: the
-    window stretches to the run, the count is the most disputes seen in any of its 24 hours."""
+    """A dispute_volume flood found within 24 hours of an open alert's last dispute continues that
+    alert: its window stretches to the flood's last dispute, its count is the most disputes seen in
+    any of its 24 hours."""
     finding.window_start = ongoing.window_start
     finding.count = max(finding.count, ongoing.count)
     finding.first_at = min(finding.first_at, ongoing.first_at)
     finding.last_at = max(finding.last_at, ongoing.last_at)
+    finding.window_end = max(finding.window_end, ongoing.window_end)
     finding.detail = _disputes_detail(finding.count, finding.window_start, finding.window_end, finding.threshold)
 
 
 def findings_for(start: datetime, until: datetime) -> list[Finding]:
-    """Every rule over the clock hours from `start`'s hour to `until` (disputes: the 24 hours to `until`)."""
+    """Every rule over the clock hours from `start`'s hour to `until` (disputes: every 24 hours
+    ending in that span)."""
     start = _hour(start)
     members = dict(Member.objects.values_list("code", "id"))
     return [
@@ -399,20 +439,21 @@ def alerts_evaluate(
         (a.member_id, a.kind, a.window_start): a
         for a in ComplianceAlert.objects.filter(window_start__gte=_day(_hour(since)), window_start__lte=until)
     }
-    ongoing = {  # dispute_volume alerts whose window overlaps the 24 hours to `until`; the latest wins
+    ongoing = {  # open dispute_volume alerts a flood found now may continue; the latest wins
         a.member_id: a
         for a in ComplianceAlert.objects.filter(
-            kind=AlertKind.DISPUTE_VOLUME, window_end__gte=until - DAY, window_start__lte=until
+            kind=AlertKind.DISPUTE_VOLUME, status=AlertStatus.OPEN, window_end__gte=since - 2 * DAY
         ).order_by("window_end")
     }
     alerts, new = [], 0
     now = timezone.now()
     for finding in findings:
-        if finding.kind == AlertKind.DISPUTE_VOLUME and finding.member_id in ongoing:
-            _continue_dispute_alert(finding, ongoing[finding.member_id])
-        alert = existing.get((finding.member_id, finding.kind, finding.window_start))
-        if alert is None and finding.kind == AlertKind.DISPUTE_VOLUME:
-            alert = ongoing.get(finding.member_id)
+        going_on = ongoing.get(finding.member_id) if finding.kind == AlertKind.DISPUTE_VOLUME else None
+        if going_on is not None and finding.window_start - DAY < going_on.window_end:  # within 24 hours of it
+            _continue_dispute_alert(finding, going_on)
+        else:
+            going_on = None
+        alert = existing.get((finding.member_id, finding.kind, finding.window_start)) or going_on
         if alert is None:
             try:
                 alert = _raise(finding, actor=actor, now=now)

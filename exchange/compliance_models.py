@@ -31,9 +31,9 @@ def evidence_status_q(status: str, now) -> Q:
     """The requests whose status, as of `now`, is `status`: an open request past `due_at` is
     already `overdue`, whether or not run_worker has stored it yet (index evidence_status_due_idx)."""
     if status == EvidenceStatus.OPEN:
-        return Q(status=EvidenceStatus.OPEN, due_at__gt=now)
+        return Q(status=EvidenceStatus.OPEN, due_at__gte=now)
     if status == EvidenceStatus.OVERDUE:
-        return Q(status=EvidenceStatus.OVERDUE) | Q(status=EvidenceStatus.OPEN, due_at__lte=now)
+        return Q(status=EvidenceStatus.OVERDUE) | Q(status=EvidenceStatus.OPEN, due_at__lt=now)
     return Q(status=status)
 
 
@@ -96,7 +96,7 @@ class EvidenceRequest(models.Model):
     def status_at(self, now=None) -> str:
         """The status as of `now`: `overdue` as soon as `due_at` has passed unanswered, before
         run_worker stores it (`status` is the stored one)."""
-        if self.status == EvidenceStatus.OPEN and self.due_at <= (now or timezone.now()):
+        if self.status == EvidenceStatus.OPEN and self.due_at < (now or timezone.now()):
             return EvidenceStatus.OVERDUE
         return self.status
 

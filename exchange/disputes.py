@@ -140,8 +140,14 @@ def dispute_open(*, caller: Caller, inquiry_id: Any, line: Any, reason: Any) -> 
         else None
     )
     if inquiry is None:
+        malformed = {"malformed_id": True} if inquiry_uuid is None else {}
         audit_denied(
-            caller, Action.DISPUTE_OPEN, "inquiry_not_found", object_type="inquiry", object_id=str(inquiry_uuid or "")
+            caller,
+            Action.DISPUTE_OPEN,
+            "inquiry_not_found",
+            object_type="inquiry",
+            object_id=str(inquiry_uuid or ""),
+            **malformed,
         )
         raise NotFound("No such inquiry of yours.")
     token = inquiry.subject_token

@@ -240,7 +240,7 @@ def evidence_mark_overdue(*, actor: str, now: datetime | None = None) -> int:
     with transaction.atomic():
         due = list(
             EvidenceRequest.objects.select_for_update(skip_locked=True)
-            .filter(status=EvidenceStatus.OPEN, due_at__lte=now)
+            .filter(status=EvidenceStatus.OPEN, due_at__lt=now)
             .select_related("member")
             .order_by("due_at")
         )

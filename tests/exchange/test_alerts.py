@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from audit.models import AuditEvent
 from audit.services import audit_bulk_write
-from exchange.alerts import alerts_evaluate, baseline_median, volume_picture
+from exchange.alerts import DAY, alert_close, alerts_evaluate, baseline_median, volume_picture
 from exchange.evidence import evidence_mark_overdue, evidence_requests_open
 from exchange.models import ComplianceAlert, Dispute, EvidenceRequest, Inquiry, InquiryHour, Record, RolledUpHour
 from exchange.schedule import ComplianceRound, Every
@@ -269,18 +269,38 @@ def test_dispute_volume_counts_any_24_hours_across_midnight_not_a_calendar_day(b
     _disputes(furnished, bank_a, 1, midnight + timedelta(hours=1))
     [alert] = alerts_evaluate(actor=ACTOR, until=run)[0]
     assert (alert.kind, alert.count, alert.threshold) == ("dispute_volume", 3, 2)
-    assert alert.window_start == midnight - timedelta(hours=3) and alert.window_end == run
+    assert alert.window_start == midnight - timedelta(hours=3) and alert.window_end == midnight + timedelta(hours=1)
 
 
-def test_dispute_volume_looks_at_the_24_hours_ending_at_the_run(bank_a, settings, furnished):
+def test_dispute_volume_finds_any_24_hours_even_between_runs_and_in_the_past(bank_a, settings, furnished):
     settings.EXCHANGE_ALERT_DISPUTES_PER_DAY = 2
-    run = timezone.now().replace(hour=12, minute=0, second=0, microsecond=0) - timedelta(days=2)
-    _disputes(furnished, bank_a, 2, run - timedelta(hours=23))
-    _disputes(furnished, bank_a, 1, run - timedelta(hours=1))
-    assert alerts_evaluate(actor=ACTOR, until=run + timedelta(minutes=90))[0] == []  # the 2 left 30 minutes ago
-    assert alerts_evaluate(actor=ACTOR, until=run - timedelta(hours=2))[0] == []  # the 1 not filed yet
-    [alert] = alerts_evaluate(actor=ACTOR, until=run)[0]
-    assert alert.count == 3 and alert.window_end == run
+    noon = timezone.now().replace(hour=12, minute=0, second=0, microsecond=0) - timedelta(days=3)
+    _disputes(furnished, bank_a, 2, noon + timedelta(seconds=1))
+    _disputes(furnished, bank_a, 1, noon + DAY + timedelta(milliseconds=500))  # 23:59:59.5 after them
+    assert alerts_evaluate(actor=ACTOR, until=noon + DAY)[0] == []  # the third not filed yet
+    # A run 5 minutes later: the 24 hours that held all three ended between the two runs.
+    [alert] = alerts_evaluate(actor=ACTOR, until=noon + DAY + timedelta(minutes=5))[0]
+    assert (alert.count, alert.window_start) == (3, noon + timedelta(seconds=1))
+    ComplianceAlert.objects.all().delete()
+    # Days later, an evaluation over a span that holds them (a worker outage, `--since`) finds them too.
+    later = noon + timedelta(days=2)
+    [alert] = alerts_evaluate(actor=ACTOR, since=noon, until=later)[0]
+    assert alert.count == 3
+
+
+def test_a_flood_going_on_after_its_alert_was_closed_raises_a_new_one(bank_a, settings, furnished):
+    settings.EXCHANGE_ALERT_DISPUTES_PER_DAY = 2
+    start = timezone.now().replace(hour=12, minute=0, second=0, microsecond=0) - timedelta(days=4)
+    _disputes(furnished, bank_a, 3, start)
+    [first], new = alerts_evaluate(actor=ACTOR, until=start + timedelta(minutes=5))
+    alert_close(alert=first, actor="staff:carl")
+    _disputes(furnished, bank_a, 1, start + timedelta(hours=1))  # alone: under the threshold
+    assert alerts_evaluate(actor=ACTOR, until=start + timedelta(hours=1, minutes=5))[1] == 0
+    _disputes(furnished, bank_a, 2, start + timedelta(hours=2))  # 3 new ones within 24 hours
+    [second], new = alerts_evaluate(actor=ACTOR, until=start + timedelta(hours=2, minutes=5))
+    assert new == 1 and second.pk != first.pk and second.status == "open" and second.count == 3
+    first.refresh_from_db()
+    assert (first.status, first.count) == ("closed", 3)
 
 
 def test_a_dispute_volume_alert_goes_on_while_its_24_hours_overlap_and_is_raised_once(bank_a, settings, furnished):
@@ -296,7 +316,7 @@ def test_a_dispute_volume_alert_goes_on_while_its_24_hours_overlap_and_is_raised
     assert (again.count, again.window_start, again.window_end) == (
         4,
         run - timedelta(hours=2),
-        run + timedelta(minutes=5),
+        run + timedelta(minutes=2),
     )
     # 23 hours later the first 3 have left the window: the count stays the most seen in 24 hours.
     _disputes(furnished, bank_a, 2, run + timedelta(hours=23))
