@@ -6,9 +6,15 @@ the same round trip, the bucket's new count and the sum of the buckets just befo
 over a rolling period is one statement (database) or one pipeline (Redis) per check.
 
 A refusal flood is counted per key (`flood|<code>|<scope>`) and minute, with the minute's first
-refusal kept beside the count (`flood`); `floods_ended` hands out the minutes that are over, each
-to one caller, and forgets them only once the caller's transaction (which writes their audit
-events) has committed: a failed commit leaves them to be handed out again.
+refusal kept beside the count (`flood`); `floods_ended` hands out the minutes that are over, at
+most FLOOD_BATCH at a time, each to one caller, and forgets them only once the caller's transaction
+(which writes their audit events) has committed: a failed commit leaves them to be handed out
+again. A minute handed out is known as written: a refusal counted for it later goes to the key's
+next minute (so no minute is written twice, and nothing counted is dropped).
+
+The Redis used must not evict (`maxmemory-policy noeviction`, or a Redis of its own: see
+docs/configuration.md, CACHE_URL); if it does anyway, a minute whose first refusal was evicted is
+written from its key, one whose count was evicted is not written.
 """
 
 from __future__ import annotations
@@ -156,7 +162,8 @@ class RedisStore:
     """Counters in Redis (Django's RedisCache of `CACHE_URL`): INCR plus MGET in one pipeline.
 
     Uses the cache's own connection pool (`_cache.get_client`, Django's RedisCacheClient) for the
-    commands the cache API lacks; tests/members/test_limits_stores.py pins it against a real server.
+    commands the cache API lacks, and two Lua scripts (atomic: a refusal and a claim never
+    interleave) for the floods; tests/members/test_limits_stores.py pins it against a real server.
     """
 
     # Flood minutes waiting for their event, as "<key>|<minute>": by minute (score) for the

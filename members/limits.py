@@ -15,7 +15,8 @@ Refusals that come in floods are audited aggregated (docs/audit.md): each refusa
 over, carrying the count and what its first refusal was. The event is written by the next refusal
 of the same address or member and code (its first of a later minute: one look-up of that key, no
 scan), or by `run_worker` on every round (`flood_events_write`), whichever comes first. A minute's
-count leaves the store only when its event has committed.
+count leaves the store only when its event has committed. A refusal counted for a minute already
+written goes to the key's next minute; a failed write is logged and left to the next round.
 """
 
 from __future__ import annotations
