@@ -411,6 +411,7 @@ def test_run_worker_logs_a_failing_flood_write_and_carries_on(db, monkeypatch, c
         raise RuntimeError("10.1.2.3")
 
     monkeypatch.setattr(run_worker, "flood_events_write", broken)
+    monkeypatch.setattr(run_worker, "_database_backend", lambda: False)  # its db_worker closes connections
     call_command("run_worker", "--once", stdout=StringIO())
     assert "flood events not written this round (RuntimeError)" in caplog.text and "10.1.2.3" not in caplog.text
 
