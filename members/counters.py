@@ -6,9 +6,15 @@ the same round trip, the bucket's new count and the sum of the buckets just befo
 over a rolling period is one statement (database) or one pipeline (Redis) per check.
 
 A refusal flood is counted per key (`flood|<code>|<scope>`) and minute, with the minute's first
-refusal kept beside the count (`flood`); `floods_ended` hands out the minutes that are over, each
-to one caller, and forgets them only once the caller's transaction (which writes their audit
-events) has committed: a failed commit leaves them to be handed out again.
+refusal kept beside the count (`flood`); `floods_ended` hands out the minutes that are over, at
+most FLOOD_BATCH at a time, each to one caller, and forgets them only once the caller's transaction
+(which writes their audit events) has committed: a failed commit leaves them to be handed out
+again. A minute handed out is known as written: a refusal counted for it later goes to the key's
+next minute (so no minute is written twice, and nothing counted is dropped).
+
+The Redis used must not evict (`maxmemory-policy noeviction`, or a Redis of its own: see
+docs/configuration.md, CACHE_URL); if it does anyway, a minute whose first refusal was evicted is
+written from its key, one whose count was evicted is not written.
 """
 
 from __future__ import annotations
@@ -28,8 +34,13 @@ from core.prepared import default_connection
 from members.models import LimitCounter
 
 FLOOD_PREFIX = "flood|"
-FLOOD_TTL = 24 * 3600  # Redis: a minute's refusal count is written long before this
-CLAIM_SECONDS = 60  # Redis: how long one caller holds the ended minutes it was handed
+FLOOD_TTL = 24 * 3600  # both stores: a minute's refusal count is written long before this
+# How long a written minute stays known as written (a database row emptied of its count; a key's
+# last written minute in Redis): a refusal counted later for it (a server's clock behind, a slow
+# request) is counted in the key's next minute instead of giving the written one a second event.
+FLOOD_WRITTEN_SECONDS = 3600
+FLOOD_BATCH = 500  # the most minutes one caller is handed at once (one transaction writes them)
+CLAIM_SECONDS = 120  # Redis: how long one caller holds a batch it was handed (far longer than writing it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +55,7 @@ class Flood:
     key: str  # flood|<code>|<scope>
     minute: int
     count: int  # every refusal of the key in that minute
-    first: str  # the first refusal (JSON, as given to `flood`)
+    first: str  # the first refusal (JSON, as given to `flood`; "" if the store lost it)
 
 
 def redis_configured() -> bool:
@@ -95,38 +106,52 @@ class DatabaseStore:
             f"INSERT INTO {table} ({key}, {bucket}, {count}, {expires}, {first}) "  # noqa: S608 - fixed names
             "VALUES (%(key)s, %(minute)s, 1, %(expires)s, %(first)s) "
             f"ON CONFLICT ({key}, {bucket}) DO UPDATE SET {count} = {table}.{count} + 1 "
-            f"RETURNING {count}"
+            f"RETURNING {count}, {first}"
         )
 
-    def flood(self, key: str, minute: int, now: int, *, first: str) -> int:
-        """Count one refusal of `key` in `minute` (one statement); the minute's count so far. The
-        first refusal's `first` is kept, later ones only counted."""
+    def flood(self, key: str, minute: int, now: int, *, first: str) -> tuple[int, int]:
+        """Count one refusal of `key` in `minute` (one statement); (the minute's count so far, the
+        minute). The first refusal's `first` is kept, later ones only counted. A minute already
+        written (its row emptied, `first` NULL: the upsert waits for a writer holding it) does not
+        count it: the next minute does, so a late refusal never gives a minute a second event."""
         database = default_connection()
         with database.cursor() as cursor:
-            cursor.execute(
-                self._flood_sql(database.vendor),
-                {"key": key, "minute": minute, "expires": now + FLOOD_TTL, "first": first},
-            )
-            return cursor.fetchone()[0]
+            while True:
+                cursor.execute(
+                    self._flood_sql(database.vendor),
+                    {"key": key, "minute": minute, "expires": now + FLOOD_TTL, "first": first},
+                )
+                count, kept = cursor.fetchone()
+                if kept is not None:
+                    return count, minute
+                minute += 1
 
     @contextmanager
-    def floods_ended(self, before_minute: int, *, key: str | None = None) -> Iterator[list[Flood]]:
-        """The flood minutes before `before_minute` (of `key` only: a range of its primary key;
-        else every key, through the partial index on flood rows), locked so that one caller takes
-        each; deleted in the same transaction as the caller's work, so both commit or neither."""
+    def floods_ended(
+        self, before_minute: int, *, key: str | None = None, limit: int = FLOOD_BATCH
+    ) -> Iterator[list[Flood]]:
+        """At most `limit` flood minutes before `before_minute`, oldest first (of `key` only: a
+        range of its primary key; else every key, through the partial index on flood rows), locked
+        so that one caller takes each; emptied (kept FLOOD_WRITTEN_SECONDS as written, then swept)
+        in the same transaction as the caller's work, so both commit or neither."""
         with transaction.atomic():
             pending = LimitCounter.objects.select_for_update(
                 skip_locked=connection.features.has_select_for_update_skip_locked
             ).filter(first__isnull=False, bucket__lt=before_minute)
             if key is not None:
                 pending = pending.filter(key=key)
-            floods = [Flood(*row) for row in pending.values_list("key", "bucket", "count", "first")]
+            rows = pending.order_by("bucket").values_list("key", "bucket", "count", "first")[:limit]
+            floods = [Flood(*row) for row in rows]
             yield floods
             if floods:
-                LimitCounter.objects.filter(pk__in=[(f.key, f.minute) for f in floods]).delete()
+                LimitCounter.objects.filter(pk__in=[(f.key, f.minute) for f in floods]).update(
+                    count=0, first=None, expires=int(time.time()) + FLOOD_WRITTEN_SECONDS
+                )
 
     def sweep(self, now: int) -> int:
-        """Delete the buckets that no limit reads any more (a flood's minute stays until written)."""
+        """Delete the buckets that no limit reads any more (a flood's minute stays until written;
+        a written one FLOOD_WRITTEN_SECONDS more). Also deletes rows of the flood format before
+        `first` (their keys named the action), once expired: never written."""
         return LimitCounter.objects.filter(expires__lt=now, first__isnull=True).delete()[0]
 
     def clear(self) -> None:
@@ -137,10 +162,62 @@ class RedisStore:
     """Counters in Redis (Django's RedisCache of `CACHE_URL`): INCR plus MGET in one pipeline.
 
     Uses the cache's own connection pool (`_cache.get_client`, Django's RedisCacheClient) for the
-    commands the cache API lacks; tests/members/test_limits_stores.py pins it against a real server.
+    commands the cache API lacks, and two Lua scripts (atomic: a refusal and a claim never
+    interleave) for the floods; tests/members/test_limits_stores.py pins it against a real server.
     """
 
-    PENDING = "flood-minutes"  # a sorted set of "<key>|<minute>", all of score 0
+    # Flood minutes waiting for their event, as "<key>|<minute>": by minute (score) for the
+    # worker's rounds, and by name (all of score 0) for one key's minutes.
+    PENDING = "flood-minutes"
+    PENDING_BY_KEY = "flood-keys"
+    # One refusal: counted in its minute, unless that minute of the key is already written (or
+    # being written): then in the key's next minute. Count, first refusal and the key's last
+    # written minute share one TTL, refreshed by every refusal. Answers {count, minute}.
+    FLOOD_SCRIPT = """
+local p, k, ttl = ARGV[1], ARGV[2], tonumber(ARGV[5])
+local m = tonumber(ARGV[3])
+local written = tonumber(redis.call('GET', p .. k .. '|written') or '-1')
+if m <= written then m = written + 1 end
+local member = k .. '|' .. m
+local n = redis.call('INCR', p .. member)
+redis.call('EXPIRE', p .. member, ttl)
+redis.call('SET', p .. member .. '|first', ARGV[4], 'NX')
+redis.call('EXPIRE', p .. member .. '|first', ttl)
+redis.call('ZADD', p .. ARGV[6], m, member)
+redis.call('ZADD', p .. ARGV[7], 0, member)
+return {n, m}
+"""
+    # Hands out at most ARGV[3] minutes up to ARGV[2] (of key ARGV[5] only, if given), each
+    # claimed (a lock of ARGV[4] seconds) by this caller alone: its count moves atomically to
+    # `|claimed` (a refusal counted after this goes to the key's next minute: nothing is lost,
+    # nothing counted twice), where it stays until forgotten after the caller's commit; a caller
+    # that fails or dies leaves it there for the next one once the lock is gone.
+    CLAIM_SCRIPT = """
+local p, last, want, lock, ttl, key = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[6], ARGV[5]
+local members
+if key == '' then
+  members = redis.call('ZRANGEBYSCORE', p .. ARGV[7], '-inf', last, 'LIMIT', 0, want * 4)
+else
+  members = redis.call('ZRANGEBYLEX', p .. ARGV[8], '[' .. key .. '|', '(' .. key .. '|:')
+end
+local out = {}
+for _, member in ipairs(members) do
+  if #out >= want then break end
+  local k, m = string.match(member, '^(.*)|(%d+)$')
+  if k and tonumber(m) <= last and (key == '' or k == key)
+     and redis.call('SET', p .. member .. '|lock', 1, 'NX', 'EX', lock) then
+    local base = p .. member
+    local n = tonumber(redis.call('GETDEL', base) or '0') + tonumber(redis.call('GET', base .. '|claimed') or '0')
+    redis.call('SET', base .. '|claimed', n, 'EX', ttl)
+    local written = p .. k .. '|written'
+    if tonumber(m) > tonumber(redis.call('GET', written) or '-1') then
+      redis.call('SET', written, m, 'EX', ttl)
+    end
+    out[#out + 1] = {member, n, redis.call('GET', base .. '|first') or ''}
+  end
+end
+return out
+"""
 
     def __init__(self):
         self.cache = caches["default"]
@@ -150,6 +227,11 @@ class RedisStore:
 
     def _key(self, name: str) -> str:
         return self.cache.make_key(name)
+
+    def _prefix(self) -> str:
+        """What the flood names start with (the cache's prefix and version; with the default key
+        function `_key(x) == _prefix() + x`, so names of an earlier release are still found)."""
+        return self._key("")
 
     def hit(self, key: str, bucket: int, lookback: int, expires: int, *, amount: int = 1) -> Hit:
         ttl = max(int(expires - time.time()), 1)
@@ -168,53 +250,40 @@ class RedisStore:
     def undo(self, key: str, bucket: int, *, amount: int = 1) -> None:
         self._client().decrby(self._key(f"{key}|{bucket}"), amount)
 
-    def flood(self, key: str, minute: int, now: int, *, first: str) -> int:
-        """Count one refusal of `key` in `minute` (one pipeline); the minute's count so far. The
-        first refusal's `first` is kept (SET NX), and the minute listed as pending."""
-        member = f"{key}|{minute}"
-        name = self._key(member)
-        pipe = self._client().pipeline(transaction=False)
-        pipe.incr(name)
-        pipe.expire(name, FLOOD_TTL)
-        pipe.set(self._key(f"{member}|first"), first, nx=True, ex=FLOOD_TTL)
-        pipe.zadd(self._key(self.PENDING), {member: 0})  # one score: ordered by name, so by key
-        return int(pipe.execute()[0])
+    def flood(self, key: str, minute: int, now: int, *, first: str) -> tuple[int, int]:
+        """Count one refusal of `key` in `minute` (one script); (the minute's count so far, the
+        minute: the key's next one if `minute` is already written)."""
+        script = self._client().register_script(self.FLOOD_SCRIPT)
+        args = [self._prefix(), key, minute, first, FLOOD_TTL, self.PENDING, self.PENDING_BY_KEY]
+        count, counted_in = script(args=args)
+        return int(count), int(counted_in)
 
     @contextmanager
-    def floods_ended(self, before_minute: int, *, key: str | None = None) -> Iterator[list[Flood]]:
-        """The pending flood minutes before `before_minute` (of `key` only: a range of the
-        pending set by name), each claimed for CLAIM_SECONDS so that one caller takes it; forgotten
-        only once the caller's transaction has committed (on_commit), released if it fails. A
-        caller that dies holding a claim leaves the minute to the next caller after the claim."""
-        client = self._client()
-        pending = self._key(self.PENDING)
-        if key is None:
-            names = client.zrange(pending, 0, -1)
-        else:  # "key|" then the minute's digits; ":" follows "9"
-            names = client.zrangebylex(pending, f"[{key}|", f"({key}|:")
-        candidates = []
-        for raw in names:
-            member = raw.decode()
+    def floods_ended(
+        self, before_minute: int, *, key: str | None = None, limit: int = FLOOD_BATCH
+    ) -> Iterator[list[Flood]]:
+        """At most `limit` pending flood minutes before `before_minute`, oldest first (of `key`
+        only: a range of the by-name set), each claimed for CLAIM_SECONDS so that one caller
+        takes it; forgotten only once the caller's transaction has committed (on_commit), released
+        if it fails. A caller that dies holding a claim leaves the minute to the next caller after
+        the claim, with its count."""
+        script = self._client().register_script(self.CLAIM_SCRIPT)
+        args = [
+            self._prefix(),
+            before_minute - 1,
+            limit,
+            CLAIM_SECONDS,
+            key or "",
+            FLOOD_TTL,
+            self.PENDING,
+            self.PENDING_BY_KEY,
+        ]
+        floods, members = [], []
+        for raw_member, count, first in script(args=args):
+            member = raw_member.decode()
             flood_key, _, minute = member.rpartition("|")
-            if minute.isdigit() and int(minute) < before_minute and (key is None or flood_key == key):
-                candidates.append((member, flood_key, int(minute)))
-        claimed = []
-        if candidates:
-            pipe = client.pipeline(transaction=False)
-            for member, _key, _minute in candidates:
-                pipe.set(self._key(f"{member}|claim"), 1, nx=True, ex=CLAIM_SECONDS)
-            claimed = [c for c, won in zip(candidates, pipe.execute(), strict=True) if won]
-        floods = []
-        if claimed:
-            pipe = client.pipeline(transaction=False)
-            for member, _key, _minute in claimed:
-                pipe.get(self._key(member))
-                pipe.get(self._key(f"{member}|first"))
-            answers = pipe.execute()
-            for n, (_member, flood_key, minute) in enumerate(claimed):
-                count, first = answers[2 * n], answers[2 * n + 1]
-                floods.append(Flood(flood_key, minute, int(count or 0), first.decode() if first else "{}"))
-        members = [member for member, _key, _minute in claimed]
+            floods.append(Flood(flood_key, int(minute), int(count), first.decode() if first else ""))
+            members.append(member)
         try:
             yield floods
         except BaseException:
@@ -226,15 +295,18 @@ class RedisStore:
     def _forget(self, members: list[str], *, claims_only: bool = False) -> None:
         if not members:
             return
+        prefix = self._prefix()
         pipe = self._client().pipeline(transaction=False)
         for member in members:
             if not claims_only:
-                pipe.delete(self._key(member), self._key(f"{member}|first"))
-                pipe.zrem(self._key(self.PENDING), member)
-            pipe.delete(self._key(f"{member}|claim"))
+                pipe.delete(f"{prefix}{member}|claimed", f"{prefix}{member}|first")
+                pipe.zrem(prefix + self.PENDING, member)
+                pipe.zrem(prefix + self.PENDING_BY_KEY, member)
+            pipe.delete(f"{prefix}{member}|lock")
         pipe.execute()
 
     def sweep(self, now: int) -> int:
+        self._client().delete(self._key("flood-pending"))  # the pending set of an earlier release
         return 0  # Redis expires keys itself
 
     def clear(self) -> None:

@@ -15,13 +15,15 @@ Refusals that come in floods are audited aggregated (docs/audit.md): each refusa
 over, carrying the count and what its first refusal was. The event is written by the next refusal
 of the same address or member and code (its first of a later minute: one look-up of that key, no
 scan), or by `run_worker` on every round (`flood_events_write`), whichever comes first. A minute's
-count leaves the store only when its event has committed.
+count leaves the store only when its event has committed. A refusal counted for a minute already
+written goes to the key's next minute; a failed write is logged and left to the next round.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -46,6 +48,8 @@ RATE_BUCKETS = 6
 DAY = 86400
 QUOTA_BUCKETS = 24
 OPRF_PER_DAY = 1_000_000
+
+logger = logging.getLogger(__name__)
 
 
 def clock() -> float:
@@ -165,11 +169,15 @@ def quota_take(member: Member, quota: Quota, *, action: str, amount: int = 1) ->
     if retry is None:
         return
     counters.store().undo(key, bucket, amount=amount)
-    flood_refusal(
-        scope=f"m|{member.code}", code="quota_exceeded", action=action, member_code=member.code, quota=quota.value
-    )
+    quota_refused(member, action=action, quota=quota.value)
     detail = f"The {quota.value} quota of {limit} per 24 hours is used up; retry in {retry} seconds."
     raise TooManyRequests("quota_exceeded", detail, retry)
+
+
+def quota_refused(member: Member, *, action: str, quota: str) -> None:
+    """Audit a 429 `quota_exceeded` of the member (a 24-hour quota, or another such as the bulk
+    queue's bytes), aggregated with its others: one event per minute (flood_refusal)."""
+    flood_refusal(scope=f"m|{member.code}", code="quota_exceeded", action=action, member_code=member.code, quota=quota)
 
 
 # --- failed authentication by client address -----------------------------------------------------
@@ -256,35 +264,69 @@ def _written_before(now: float) -> int:
 def flood_refusal(*, scope: str, code: str, action: str, member_code: str = "", **details: Any) -> None:
     """One refusal of a kind that comes in floods: counted per (scope, code, minute), one round
     trip. Its event is written once the minute is over (see the module's docstring); the first
-    refusal of a minute also writes the events of this scope and code's earlier minutes."""
+    refusal of a minute also writes the events of this scope and code's earlier minutes. A minute
+    already written does not count it: the key's next minute does (a refusal counted late, by a
+    slow request or a server whose clock is behind, never gives a minute a second event).
+
+    Never fails the request for the writing: the count is stored, and the worker writes what a
+    failed write leaves (logged without the key: it names a member or an address)."""
     now = clock()
-    minute = int(now // 60)
     key = _flood_key(code, scope)
     first = {"action": str(action), "member_code": member_code, "details": {k: v for k, v in details.items() if v}}
-    if counters.store().flood(key, minute, int(now), first=json.dumps(first, sort_keys=True)) == 1:
-        _events_write(now, key=key)
+    count, _minute = counters.store().flood(key, int(now // 60), int(now), first=json.dumps(first, sort_keys=True))
+    if count == 1:
+        try:
+            _events_write(now, key=key)
+        except Exception as exc:  # noqa: BLE001 - the refusal stands; run_worker writes the event
+            logger.warning("flood events not written on the request path (%s); run_worker will", type(exc).__name__)
+
+
+def _first(flood: counters.Flood, scope: str) -> tuple[Action, str, dict[str, Any]]:
+    """The event's action, member code and details, from the minute's first refusal; if the store
+    lost it (or it cannot be read), what the key itself says (a member's scope names its code)."""
+    try:
+        first = json.loads(flood.first) if flood.first else {}
+        details = dict(first.get("details") or {})
+        member_code = str(first.get("member_code") or "")
+    except (ValueError, TypeError, AttributeError):
+        first, details, member_code = {}, {}, ""
+    kind, _, who = scope.partition("|")
+    if not member_code and kind == "m":
+        member_code = who
+    fallback = Action.API_ACCESS if kind == "m" else Action.AUTHENTICATE
+    try:
+        action = Action(first.get("action") or fallback)
+    except ValueError:  # an action no longer known: the event is still written
+        action = fallback
+        logger.warning("flood event of an unknown action written as %s", fallback)
+    return action, member_code, details
 
 
 def _events_write(now: float, *, key: str | None = None) -> int:
     """The audit event of each ended flood minute (of `key` only, or of every key); how many.
-    Events and the store's forgetting of their counts commit together (database store), or the
-    counts are forgotten after the commit (Redis): a failed commit loses nothing."""
+    In batches of counters.FLOOD_BATCH minutes, one transaction each. Events and the store's
+    forgetting of their counts commit together (database store), or the counts are forgotten
+    after the commit (Redis): a failed commit loses nothing."""
     written = 0
-    with counters.store().floods_ended(_written_before(now), key=key) as floods, transaction.atomic():
-        for flood in floods:
-            code, _, scope = flood.key.removeprefix(counters.FLOOD_PREFIX).partition("|")
-            first = json.loads(flood.first)
-            audit_denied(
-                action=Action(first.get("action") or Action.API_ACCESS),
-                actor=_actor(scope),
-                why=code,
-                member_code=first.get("member_code", ""),
-                minute=_minute_text(flood.minute),
-                count=flood.count,
-                **first.get("details", {}),
-            )
-            written += 1
-    return written
+    while True:
+        with counters.store().floods_ended(_written_before(now), key=key) as floods, transaction.atomic():
+            for flood in floods:
+                code, _, scope = flood.key.removeprefix(counters.FLOOD_PREFIX).partition("|")
+                if flood.count < 1:  # the store lost the count (evicted): nothing to say how many
+                    continue
+                action, member_code, details = _first(flood, scope)
+                audit_denied(
+                    action=action,
+                    actor=_actor(scope),
+                    why=code,
+                    member_code=member_code,
+                    minute=_minute_text(flood.minute),
+                    count=flood.count,
+                    **details,
+                )
+                written += 1
+        if len(floods) < counters.FLOOD_BATCH:
+            return written
 
 
 def flood_events_write(*, sweep: bool = False) -> int:

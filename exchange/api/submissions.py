@@ -29,6 +29,7 @@ from exchange import services
 from exchange.api.base import MemberView, field_error
 from exchange.bulk import upload as bulk
 from exchange.models import Submission, SubmissionError, SubmissionFormat, SubmissionStatus
+from members.limits import quota_refused
 from members.models import Scope
 
 
@@ -294,7 +295,8 @@ class SubmissionListCreateView(MemberView):
                 member=caller.member, actor=caller.actor, fmt=fmt, stored=stored
             )
         except bulk.QueueFull as exc:
-            _deny(caller, Action.SUBMISSION_CREATE, "quota_exceeded", queued=exc.queued, limit=exc.limit)
+            # Aggregated as every quota refusal: one event per member and minute, with the count.
+            quota_refused(caller.member, action=Action.SUBMISSION_CREATE, quota="queued_bytes")
             return problem_response(
                 429,
                 "quota_exceeded",

@@ -10,8 +10,10 @@ import pytest
 
 from audit.models import AuditEvent
 from exchange.models import Record, Submission, SubmissionError
+from members import limits
 from members.services import member_set_status
 from tests.exchange.test_submissions import csv_file, csv_row, process, upload
+from tests.members.test_limits import Clock
 
 pytestmark = pytest.mark.django_db
 
@@ -69,7 +71,9 @@ def test_a_member_suspended_while_its_file_is_processed_stops_at_the_next_chunk(
     assert Record.objects.filter(member=bank_a.member).count() == 2
 
 
-def test_one_members_queue_is_bounded_in_bytes_and_others_are_not_affected(bank_a, bank_b, settings):
+def test_one_members_queue_is_bounded_in_bytes_and_others_are_not_affected(bank_a, bank_b, settings, monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(limits, "clock", clock)
     first = csv_file(csv_row("L-1", 1))
     settings.EXCHANGE_MAX_QUEUED_BYTES = len(first) + 10
     assert upload(bank_a, first).status_code == 202
@@ -77,6 +81,8 @@ def test_one_members_queue_is_bounded_in_bytes_and_others_are_not_affected(bank_
     assert response.status_code == 429
     assert (response.json()["code"], response["Retry-After"]) == ("quota_exceeded", "60")
     assert Submission.objects.filter(member=bank_a.member).count() == 1
+    clock.now += 60 + limits.FLOOD_GRACE_SECONDS  # audited aggregated, as every quota refusal
+    assert limits.flood_events_write() == 1
     assert AuditEvent.objects.filter(action="submission.create", outcome="denied", member_code=bank_a.code).exists()
     # Resending the queued file is a duplicate, not more bytes; another member has its own queue.
     assert upload(bank_a, first).json()["duplicate"] is True

@@ -361,3 +361,108 @@ def test_a_suspended_members_refused_calls_count_against_its_rate(bank_a):
     member_set_status(member=bank_a.member, status="suspended", actor=cli_actor("test"))
     codes = [bank_a.client.get("/api/v1/records").status_code for _ in range(5)]
     assert codes == [403, 403, 403, 429, 429]
+
+
+# --- floods: late refusals, failures, lost first refusals, the bulk queue -------------------------
+
+
+def _refuse(n: int = 1, *, scope: str = "m|BANKA", code: str = "throttled", action: str = "api.access") -> None:
+    for _ in range(n):
+        limits.flood_refusal(scope=scope, code=code, action=action, member_code=scope.partition("|")[2])
+
+
+def test_a_refusal_counted_after_its_minute_was_written_counts_in_the_next_minute(bank_a, clock):
+    start = clock.now
+    _refuse(3)
+    clock.now = start + 60 + limits.FLOOD_GRACE_SECONDS
+    assert limits.flood_events_write() == 1
+    clock.now = start + 59  # a server whose clock is 6 s behind, or a slow request
+    _refuse()
+    clock.now = start + 120 + limits.FLOOD_GRACE_SECONDS
+    assert limits.flood_events_write() == 1
+    minutes = [(e.details["minute"], e.details["count"]) for e in events("api.access", outcome="denied")]
+    assert minutes == [("2027-01-15T08:00Z", 3), ("2027-01-15T08:01Z", 1)]  # no minute twice, none lost
+
+
+def test_a_failing_event_write_leaves_the_refusal_a_429_and_the_worker_writes_it_later(
+    bank_a, settings, clock, monkeypatch, caplog
+):
+    settings.EXCHANGE_THROTTLE_RATE = "1/minute"
+    bank_a.client.get("/api/v1/me")
+    assert_429(bank_a.client.get("/api/v1/me"), "throttled")
+    clock.now += 60 + limits.FLOOD_GRACE_SECONDS
+
+    def broken(**_kwargs):
+        raise RuntimeError("the database went away BANKA")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(limits, "audit_denied", broken)
+        assert_429(bank_a.client.get("/api/v1/me"), "throttled")  # its first of this minute: not a 500
+    assert "RuntimeError" in caplog.text and "BANKA" not in caplog.text
+    clock.now += 60
+    assert limits.flood_events_write() == 2
+    assert [e.details["count"] for e in events("api.access", outcome="denied")] == [1, 1]
+
+
+def test_run_worker_logs_a_failing_flood_write_and_carries_on(db, monkeypatch, caplog):
+    from exchange.management.commands import run_worker
+
+    def broken(**_kwargs):
+        raise RuntimeError("10.1.2.3")
+
+    monkeypatch.setattr(run_worker, "flood_events_write", broken)
+    monkeypatch.setattr(run_worker, "_database_backend", lambda: False)  # its db_worker closes connections
+    call_command("run_worker", "--once", stdout=StringIO())
+    assert "flood events not written this round (RuntimeError)" in caplog.text and "10.1.2.3" not in caplog.text
+
+
+def test_a_first_refusal_of_an_unknown_action_is_still_written(bank_a, clock, caplog):
+    _refuse(2, action="no.such.action")
+    _refuse(1, scope="a|192.0.2.1", code="authentication_failed", action="gone.too")
+    clock.now += 60 + limits.FLOOD_GRACE_SECONDS
+    assert limits.flood_events_write() == 2
+    (member,) = events("api.access", outcome="denied")
+    (address,) = events("auth.authenticate", outcome="denied")
+    assert (member.member_code, member.details["count"]) == ("BANKA", 2)
+    assert address.actor == "client:192.0.2.1"
+
+
+def test_the_writer_hands_out_bounded_batches_and_writes_them_all(bank_a, clock, monkeypatch):
+    from members import counters
+
+    monkeypatch.setattr(counters, "FLOOD_BATCH", 2)
+    for n in range(5):
+        _refuse(scope=f"a|192.0.2.{n}", code="authentication_failed", action="auth.authenticate")
+    clock.now += 60 + limits.FLOOD_GRACE_SECONDS
+    handed = []
+    real = counters.DatabaseStore.floods_ended
+
+    def spy(self, before_minute, **kwargs):
+        kwargs.setdefault("limit", counters.FLOOD_BATCH)
+        handed.append(kwargs["limit"])
+        return real(self, before_minute, **kwargs)
+
+    monkeypatch.setattr(counters.DatabaseStore, "floods_ended", spy)
+    assert limits.flood_events_write() == 5
+    assert handed == [2, 2, 2]  # three transactions: 2, 2 and 1 minutes
+
+
+def test_a_full_bulk_queue_is_audited_aggregated_as_a_quota_refusal(bank_a, settings, clock):
+    from tests.exchange.test_submissions import csv_file, csv_row, upload
+
+    first = csv_file(csv_row("L-1", 1))
+    settings.EXCHANGE_MAX_QUEUED_BYTES = len(first) + 10
+    assert upload(bank_a, first).status_code == 202
+    for n in range(3):
+        assert_429(upload(bank_a, csv_file(csv_row(f"L-{n + 2}", n + 2))), "quota_exceeded")
+    assert events("submission.create", outcome="denied") == []  # counted, written once the minute is over
+    clock.now += 60 + limits.FLOOD_GRACE_SECONDS
+    assert limits.flood_events_write() == 1
+    (event,) = events("submission.create", outcome="denied")
+    assert event.member_code == "BANKA"
+    assert event.details == {
+        "why": "quota_exceeded",
+        "minute": "2027-01-15T08:00Z",
+        "count": 3,
+        "quota": "queued_bytes",
+    }

@@ -70,8 +70,12 @@ def test_each_ended_minute_of_a_flood_is_handed_out_once_with_its_first_refusal(
     store, django_capture_on_commit_callbacks
 ):
     with django_capture_on_commit_callbacks(execute=True):
-        assert [store.flood("flood|b|m|X", 50, 3000, first=f"first {n}") for n in range(3)] == [1, 2, 3]
-        assert store.flood("flood|b|m|X", 51, 3060, first="later") == 1
+        assert [store.flood("flood|b|m|X", 50, 3000, first=f"first {n}") for n in range(3)] == [
+            (1, 50),
+            (2, 50),
+            (3, 50),
+        ]
+        assert store.flood("flood|b|m|X", 51, 3060, first="later") == (1, 51)
         assert _ended(store, 51) == [counters.Flood("flood|b|m|X", 50, 3, "first 0")]
         assert _ended(store, 51) == []
         assert _ended(store, 52) == [counters.Flood("flood|b|m|X", 51, 1, "later")]
@@ -92,9 +96,10 @@ def test_a_minute_is_forgotten_only_when_its_transaction_commits(store, django_c
         with pytest.raises(RuntimeError), store.floods_ended(51) as floods, transaction.atomic():
             assert [f.count for f in floods] == [2]
             raise RuntimeError("the commit failed")
-        store.flood("flood|b|m|X", 50, 3000, first="{}")  # late, but still counted
-        assert [f.count for f in _ended(store, 51)] == [3]
-        assert _ended(store, 51) == []
+        # Late, but still counted: in its minute, or (Redis: the minute was claimed) the next one.
+        store.flood("flood|b|m|X", 50, 3000, first="{}")
+        assert sum(f.count for f in _ended(store, 52)) == 3
+        assert _ended(store, 52) == []
 
 
 def test_the_redis_store_hands_a_minute_to_one_caller_at_a_time(redis_server, settings, db):
@@ -137,3 +142,96 @@ def test_the_database_store_counts_a_refusal_in_one_statement_and_finds_a_keys_m
         pass
     (select,) = [q["sql"] for q in queries if q["sql"].startswith("SELECT")]
     assert "LIKE" not in select.upper() and '"key" = ' in select
+
+
+def test_a_minute_is_handed_out_in_bounded_batches_oldest_first(store, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        for minute in (52, 50, 51, 53):
+            store.flood("flood|b|m|X", minute, minute * 60, first="{}")
+        assert [f.minute for f in _ended(store, 53, limit=2)] == [50, 51]
+        assert [f.minute for f in _ended(store, 53, limit=2)] == [52]  # 53 is not over
+
+
+def test_a_refusal_counted_for_a_written_minute_goes_to_the_next_one(store, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        store.flood("flood|b|m|X", 50, 3000, first="a")
+        assert _ended(store, 51) == [counters.Flood("flood|b|m|X", 50, 1, "a")]
+        assert store.flood("flood|b|m|X", 50, 3059, first="late") == (1, 51)
+        assert _ended(store, 52) == [counters.Flood("flood|b|m|X", 51, 1, "late")]
+
+
+def _redis_store(redis_server, settings) -> counters.RedisStore:
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": redis_server.url}
+    }
+    store = counters.store()
+    store.clear()
+    return store
+
+
+def test_the_redis_store_loses_no_refusal_counted_while_a_minute_is_being_written(
+    redis_server, settings, db, django_capture_on_commit_callbacks
+):
+    store = _redis_store(redis_server, settings)
+    with django_capture_on_commit_callbacks(execute=True):
+        store.flood("flood|b|m|X", 50, 3000, first="a")
+        with store.floods_ended(51) as taken, transaction.atomic():
+            assert store.flood("flood|b|m|X", 50, 3000, first="b") == (1, 51)  # after the claim
+        assert [f.count for f in taken] == [1]
+        assert _ended(store, 52) == [counters.Flood("flood|b|m|X", 51, 1, "b")]
+
+
+def test_the_redis_store_keeps_a_first_refusal_as_long_as_its_count(redis_server, settings, db):
+    store = _redis_store(redis_server, settings)
+    client = store._client()
+    store.flood("flood|b|m|X", 50, 3000, first="a")
+    count, first = store._key("flood|b|m|X|50"), store._key("flood|b|m|X|50|first")
+    client.expire(first, 10)  # as if set long ago
+    client.expire(count, 10)
+    store.flood("flood|b|m|X", 50, 3000, first="b")
+    assert client.ttl(first) > 10 and abs(client.ttl(first) - client.ttl(count)) <= 1
+    store.clear()
+
+
+def test_a_dead_writers_claim_lapses_and_the_next_writer_gets_the_whole_count(redis_server, settings, db):
+    store = _redis_store(redis_server, settings)
+    store.flood("flood|b|m|X", 50, 3000, first="a")
+    store.flood("flood|b|m|X", 50, 3000, first="a")
+    with store.floods_ended(51) as taken:  # no transaction commits: the writer "died"
+        assert [f.count for f in taken] == [2]
+        store._client().delete(store._key("flood|b|m|X|50|lock"))  # its claim lapsed
+        assert [f.count for f in _ended(store, 51)] == [2]
+    store.clear()
+
+
+def test_a_minute_whose_first_refusal_or_count_redis_lost_is_written_from_its_key_or_not_at_all(
+    redis_server, settings, db, monkeypatch, django_capture_on_commit_callbacks
+):
+    from audit.models import AuditEvent
+    from members import limits
+    from tests.members.test_limits import Clock
+
+    clock = Clock()
+    monkeypatch.setattr(limits, "clock", clock)
+    store = _redis_store(redis_server, settings)
+    client = store._client()
+    minute = int(clock.now // 60)
+    with django_capture_on_commit_callbacks(execute=True):
+        for _ in range(2):
+            limits.flood_refusal(
+                scope="m|BANKA", code="quota_exceeded", action="inquiry.create", member_code="BANKA", quota="inquiries"
+            )
+        limits.flood_refusal(scope="a|192.0.2.1", code="throttled", action="auth.authenticate")
+        client.delete(store._key(f"flood|quota_exceeded|m|BANKA|{minute}|first"))  # evicted
+        client.delete(store._key(f"flood|throttled|a|192.0.2.1|{minute}"))  # evicted
+        clock.now += 60 + limits.FLOOD_GRACE_SECONDS
+        assert limits.flood_events_write() == 1
+    (event,) = AuditEvent.objects.filter(outcome="denied")
+    assert (event.member_code, event.actor, event.details["why"], event.details["count"]) == (
+        "BANKA",
+        "member:BANKA",
+        "quota_exceeded",
+        2,
+    )
+    assert client.zcard(store._key(store.PENDING)) == 0  # the count-less minute is gone too
+    store.clear()

@@ -30,6 +30,16 @@ def _database_backend() -> bool:
     return isinstance(task_backends["default"], DatabaseBackend)
 
 
+def _flood_events_write() -> None:
+    """The events of ended refusal-flood minutes, and the expired limit counters swept: a failure
+    is logged (its kind only: a flood's key names a member or an address) and retried next round,
+    never the end of the worker."""
+    try:
+        flood_events_write(sweep=True)
+    except Exception as exc:  # noqa: BLE001 - the counts stay in the store for the next round
+        logger.error("flood events not written this round (%s); retried next round", type(exc).__name__)
+
+
 class Command(BaseCommand):
     help = (
         "Run background work (bulk submissions, audit sealing backstop, overdue evidence requests and compliance "
@@ -59,7 +69,7 @@ class Command(BaseCommand):
                 )
             compliance.tick()
             worker.seal_backstop()
-            flood_events_write(sweep=True)  # the events of ended refusal-flood minutes; expired limit counters
+            _flood_events_write()
             if once:
                 return
             time.sleep(interval)
