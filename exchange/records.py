@@ -72,19 +72,10 @@ def records_store(
     """
     if not records:
         return []
-    records_write(member=member, actor=actor, records=records, submission_id=submission_id)
-    # What each record became: one indexed read. A batch never repeats a reference, so a record
-    # at version 1 was created by it.
-    indexes = [reference_index(member, r.member_reference) for r in records]
-    stored = {
-        index: (record_id, version)
-        for index, record_id, version in Record.objects.filter(member=member, reference_index__in=indexes).values_list(
-            "reference_index", "id", "version"
-        )
-    }
+    planned = records_write(member=member, actor=actor, records=records, submission_id=submission_id)
     return [
-        {"id": str(stored[index][0]), "version": stored[index][1], "created": stored[index][1] == 1}
-        for index in indexes
+        {"id": str(record_id), "version": version, "created": created}
+        for _index, record_id, version, created in planned
     ]
 
 
@@ -176,15 +167,16 @@ def records_write(
     records: list[ParsedRecord] | None = None,
     prepared: list[tuple] | None = None,
     submission_id: uuid.UUID | None = None,
-) -> int:
+) -> list[tuple[str, str, int, bool]]:
     """Store validated records as new records or new versions (a reference seen earlier, in the
     database or in this list, gets the next version), with one `record.submit` audit event per
-    version. Runs in the caller's transaction; returns the number of versions stored.
+    version. Runs in the caller's transaction; returns, per record in order, what it became:
+    (reference index, record id, version, created).
 
     On PostgreSQL `prepared` (from `prepare_rows`, possibly made in a bulk reader process) may
     stand for `records`; elsewhere `records` is needed."""
     if not records and not prepared:
-        return 0
+        return []
     now = timezone.now()
     if connection.vendor == "postgresql":
         if prepared is None:
@@ -215,7 +207,7 @@ def records_write(
             for (_index, record_id, version, created), token in zip(planned, tokens, strict=True)
         ]
     )
-    return len(planned)
+    return planned
 
 
 def _plan(member: Member, rows: list[tuple[str, str]]) -> tuple[list[tuple[str, str, int, bool]], set[str]]:
