@@ -125,3 +125,12 @@ def test_seed_demo_makes_a_living_exchange(tmp_path):
     assert set(before) == set(after) == {"admin", "operator", "compliance", "auditor"}
     assert all(before[name] != after[name] for name in before)
     assert again.count("(shown once)") == 4
+
+
+def test_seed_demo_works_on_a_blind_only_exchange(tmp_path, settings):
+    settings.EXCHANGE_RAW_SUBJECTS = "refuse"
+    env_file = tmp_path / "demo.env"
+    run("seed_demo", "--env-file", str(env_file))
+    values = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if line[:1].isupper())
+    borrower = json.loads(values["BORROWER"].strip("'"))
+    assert set(borrower) == {"id_type", "blind"} and values["CONSENT"]
