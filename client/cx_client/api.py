@@ -177,7 +177,12 @@ class Exchange:
     def blind_batch(self, inputs: list[bytes], key: PinnedKey) -> list[bytes]:
         """One evaluation call: the 64-byte outputs of up to 1,000 OPRF inputs, proof checked."""
         batch = Batch.blind(inputs)
-        return batch.finalize(self._object("POST", "oprf/evaluate", batch.request_body()), key)
+        return batch.finalize(self.evaluate(batch), key)
+
+    def evaluate(self, batch: Batch) -> dict:
+        """The exchange's answer to one blinded batch, unchecked (Batch.finalize checks it): the
+        network part of blind_batch, which cx blind-file runs beside its blinding of the next."""
+        return self._object("POST", "oprf/evaluate", batch.request_body())
 
     def blind_values(self, inputs: Iterable[bytes], key: PinnedKey) -> Iterator[str]:
         """The base64 `blind` value of each input, in order, in calls of 1,000."""

@@ -1,8 +1,9 @@
 """`cx blind-file`: a bulk CSV with `id_number` subjects turned into one with `blind` subjects;
 `blind_ndjson` does the same for a JSON Lines file (`cx upload` uses both).
 
-Streaming: rows are read one by one, at most one batch (1,000 valid rows) is held, each batch is
-one evaluation call whose proof is verified against the pinned key. The output is written to a
+Streaming: rows are read one by one, at most three batches (1,000 valid rows each) are held, each
+batch is one evaluation call whose proof is verified against the pinned key. A background thread
+blinds the next batch and finalises the previous one while a call is under way. The output is written to a
 temporary file beside the target and renamed at the end, so a failure leaves no half file.
 
 With `keep_lines`, every row of the output starts on the same line as in the input (a rejected
@@ -25,13 +26,15 @@ import os
 import sys
 import tempfile
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
 from cx_client.api import ApiError, Exchange, TransportError
-from cx_client.blinding import BATCH_SIZE, BadAnswer, PinnedKey, b64
+from cx_client.blinding import BATCH_SIZE, BadAnswer, Batch, PinnedKey, b64
 from cx_client.fields import CSV_COLUMNS, RECORD_FIELDS, SUBJECT_FIELDS
 from cx_client.identifiers import IdentifierError, normalize_subject
 from cx_client.subjects import oprf_input_normalised
@@ -137,50 +140,95 @@ def blind_numbered_rows(
     on_batch: Callable[[Stats], None] = lambda stats: None,
     batch_size: int = BATCH_SIZE,
 ) -> Iterator[tuple[int, Row]]:
-    """blind_rows, each output row with the line it started on in the input."""
+    """blind_rows, each output row with the line it started on in the input.
+
+    Pipelined, three batches deep: a background thread blinds batch N+1 and finalises batch N-1
+    (the cryptography, in libsodium without the GIL) while this thread makes batch N's evaluation
+    call, reads rows and writes them out; the calls stay on the caller's thread, one at a time, in
+    order. Batches are yielded strictly in order, and a failed batch raises BatchFailed before any
+    row after it is yielded (after a failed call no other is made; a proof that does not verify is
+    found once the next batch's call is made)."""
     output_header(header)
     names = column_names(header)
     i_type, i_number = names.index("id_type"), names.index("id_number")
     i_country = names.index("country") if "country" in names else None
     stats = Stats()
     pending: list[tuple[int, Row, bytes]] = []
+    blinding: deque[tuple[list[tuple[int, Row, bytes]], Future]] = deque()  # Future of a Batch
+    finalising: deque[tuple[list[tuple[int, Row, bytes]], Future]] = deque()  # Future of the outputs
     shown = [-1]  # the reject count last reported to on_batch
+    worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cx-blind")
 
-    def flush() -> Iterator[tuple[int, Row]]:
+    def evaluate() -> bool:
+        """Call the exchange for the oldest blinded batch; its finalisation goes to the worker.
+        False when the batch failed (its error is left for finish() to raise, in order)."""
+        entries, blinded = blinding.popleft()
         try:
-            values = exchange.blind_batch([inp for _line, _row, inp in pending], key)
+            batch = blinded.result()
+            answer = exchange.evaluate(batch)
         except (ApiError, BadAnswer, TransportError, OSError, ValueError) as exc:
-            raise BatchFailed(pending[0][0], pending[-1][0], exc) from exc
+            failed: Future = Future()
+            failed.set_exception(exc)
+            finalising.append((entries, failed))
+            return False
+        finalising.append((entries, worker.submit(batch.finalize, answer, key)))
+        return True
+
+    def finish() -> Iterator[tuple[int, Row]]:
+        entries, outputs = finalising.popleft()
+        try:
+            values = outputs.result()
+        except (ApiError, BadAnswer, TransportError, OSError, ValueError) as exc:
+            raise BatchFailed(entries[0][0], entries[-1][0], exc) from exc
         stats.calls += 1
-        stats.blinded += len(pending)
-        for (line, row, _inp), value in zip(pending, values, strict=True):
+        stats.blinded += len(entries)
+        for (line, row, _inp), value in zip(entries, values, strict=True):
             row[i_number] = b64(value)
             yield line, row
-        pending.clear()
         on_batch(stats)
         shown[0] = stats.rejected
 
-    for line, row in rows:
-        if not any(cell.strip() for cell in row):
-            continue  # a blank line
-        if len(row) != len(header):
-            stats.rejected += 1
-            on_reject(Reject(line, row, "row", f"has {len(row)} fields, the header {len(header)}"))
-            continue
-        country = row[i_country] if i_country is not None else ""
-        try:
-            normalised, normalised_country = normalize_subject(row[i_type], row[i_number], country)
-        except IdentifierError as exc:
-            stats.rejected += 1
-            on_reject(Reject(line, row, exc.field, exc.message))
-            continue
-        if i_country is not None:
-            row[i_country] = normalised_country
-        pending.append((line, row, oprf_input_normalised(row[i_type], normalised, normalised_country)))
-        if len(pending) >= batch_size:
-            yield from flush()
-    if pending:
-        yield from flush()
+    def send() -> Iterator[tuple[int, Row]]:
+        """Hand the pending batch to the worker to blind; call for the one before it; write out
+        the one before that (all of them, after a failed call)."""
+        blinding.append((pending.copy(), worker.submit(Batch.blind, [inp for _line, _row, inp in pending])))
+        pending.clear()
+        if len(blinding) > 1 and not evaluate():
+            while finalising:
+                yield from finish()
+        if len(finalising) > 1:
+            yield from finish()
+
+    try:
+        for line, row in rows:
+            if not any(cell.strip() for cell in row):
+                continue  # a blank line
+            if len(row) != len(header):
+                stats.rejected += 1
+                on_reject(Reject(line, row, "row", f"has {len(row)} fields, the header {len(header)}"))
+                continue
+            country = row[i_country] if i_country is not None else ""
+            try:
+                normalised, normalised_country = normalize_subject(row[i_type], row[i_number], country)
+            except IdentifierError as exc:
+                stats.rejected += 1
+                on_reject(Reject(line, row, exc.field, exc.message))
+                continue
+            if i_country is not None:
+                row[i_country] = normalised_country
+            pending.append((line, row, oprf_input_normalised(row[i_type], normalised, normalised_country)))
+            if len(pending) >= batch_size:
+                yield from send()
+        if pending:
+            yield from send()
+        while blinding or finalising:
+            if blinding and not evaluate():
+                while finalising:
+                    yield from finish()
+            if finalising:
+                yield from finish()
+    finally:
+        worker.shutdown(wait=False, cancel_futures=True)  # on an error, or the caller stopping early
     if shown[0] != stats.rejected:
         on_batch(stats)
 

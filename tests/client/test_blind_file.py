@@ -9,8 +9,8 @@ import io
 import pytest
 from cx_client import cli
 from cx_client.api import Exchange
-from cx_client.blindfile import BatchFailed, blind_file, blind_rows
-from cx_client.blinding import KeyPin
+from cx_client.blindfile import BatchFailed, blind_file, blind_numbered_rows, blind_rows
+from cx_client.blinding import BadAnswer, KeyPin
 
 from core import oprf
 from tests.client.transport import api_transport
@@ -116,22 +116,65 @@ def test_2500_rows_take_three_calls_in_order(counted, tmp_path):
     assert [out[1 + n][2] for n in (0, 999, 1000, 2499)] == [hub("CN_MOBILE", mobile(n)) for n in (0, 999, 1000, 2499)]
 
 
-def test_rows_are_read_lazily_at_most_one_batch_ahead(counted):
+def test_rows_are_read_lazily_at_most_three_batches_held(counted):
     exchange, key, calls = counted
     header = ["id_type", "id_number"]
-    state = {"read": 0, "written": 0}
+    state = {"read": 0, "written": 0, "most": 0}
     margin = 2
 
     def source():
-        for n in range(2600):
-            if state["read"] - state["written"] >= 1000 + margin:
+        for n in range(5600):
+            held = state["read"] - state["written"]
+            state["most"] = max(state["most"], held)
+            if held >= 3000 + margin:
                 raise AssertionError(f"read {state['read']} rows with only {state['written']} written")
             state["read"] += 1
             yield n + 2, ["CN_MOBILE", mobile(n)]
 
     for _row in blind_rows(header, source(), exchange, key, on_reject=pytest.fail):
         state["written"] += 1
-    assert state == {"read": 2600, "written": 2600} and calls == [1000, 1000, 600]
+    assert state["read"] == state["written"] == 5600 and calls == [1000] * 5 + [600]
+
+
+def test_batches_in_flight_fail_in_order_and_nothing_after_the_failed_one_is_yielded(counted):
+    """The pipeline: a batch whose proof does not verify (the second) raises BatchFailed naming
+    its lines, after the first batch's rows and before any later row; a failed call (the
+    first) is the last call made."""
+    exchange, key, _calls = counted
+    header = ["id_type", "id_number"]
+    original = exchange.transport
+    sent = []
+
+    def bad_proof_on_second(request):
+        status, answer = original(request)
+        if request.json:
+            sent.append(len(request.json["blinded"]))
+            if len(sent) == 2:
+                answer = {**answer, "proof": base64.b64encode(bytes(64)).decode()}
+        return status, answer
+
+    exchange.transport = bad_proof_on_second
+    lines = []
+    rows = ((n + 2, ["CN_MOBILE", mobile(n)]) for n in range(4500))
+    with pytest.raises(BatchFailed) as caught:
+        for line, _row in blind_numbered_rows(header, rows, exchange, key, on_reject=pytest.fail):
+            lines.append(line)
+    assert (caught.value.first_line, caught.value.last_line) == (1002, 2001)
+    assert isinstance(caught.value.cause, BadAnswer)
+    assert lines == list(range(2, 1002)) and len(sent) <= 3
+
+    def failing_first(request):
+        if request.json:
+            sent.append(len(request.json["blinded"]))
+            return 503, {"code": "unavailable", "detail": "try later"}
+        return original(request)
+
+    exchange.transport, sent[:], lines[:] = failing_first, [], []
+    rows = ((n + 2, ["CN_MOBILE", mobile(n)]) for n in range(4500))
+    with pytest.raises(BatchFailed) as caught:
+        for line, _row in blind_numbered_rows(header, rows, exchange, key, on_reject=pytest.fail):
+            lines.append(line)
+    assert (caught.value.first_line, caught.value.last_line) == (2, 1001) and sent == [1000] and lines == []
 
 
 def test_output_appears_only_by_rename_and_a_failed_batch_leaves_nothing(counted, tmp_path, monkeypatch):
