@@ -86,6 +86,15 @@ def field_error(field: str | None, message: str) -> Invalid:
     return Invalid([{"index": None, "field": field, "message": message}])
 
 
+class Choice(serializers.ChoiceField):
+    """A choice whose refusal names the allowed values, never the value sent: DRF's own message
+    quotes the input, which could be anything (a national ID typed in the wrong field)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.error_messages["invalid_choice"] = "must be one of " + ", ".join(map(str, self.choices))
+
+
 class StrictSerializer(serializers.Serializer):
     """Refuses fields it does not know, so that a typo is an error rather than silently ignored."""
 
@@ -132,7 +141,7 @@ class CurrencyText(serializers.CharField):
 class _SubjectFields(serializers.Serializer):
     """What raw and blind subjects share."""
 
-    id_type = serializers.ChoiceField(choices=ID_TYPES)
+    id_type = Choice(choices=ID_TYPES)
     name = serializers.RegexField(
         RECORD_TEXT_PATTERN, required=False, allow_null=True, max_length=200, help_text="the borrower's name"
     )
@@ -183,4 +192,4 @@ class SubjectField(serializers.JSONField):
 class SubjectOutput(serializers.Serializer):
     """The borrower of a record or consent: only its identifier type, never the identifier."""
 
-    id_type = serializers.ChoiceField(choices=ID_TYPES)
+    id_type = Choice(choices=ID_TYPES)

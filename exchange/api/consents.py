@@ -11,6 +11,7 @@ from exchange import consents, services
 from exchange.api.base import (
     IDEMPOTENCY_HEADER,
     SUBJECT_EXAMPLE,
+    Choice,
     MemberView,
     StrictSerializer,
     SubjectField,
@@ -28,8 +29,8 @@ class ConsentInput(StrictSerializer):
     after it, at most one year later."""
 
     subject = SubjectField()
-    purpose = serializers.ChoiceField(choices=Purpose.choices)
-    channel = serializers.ChoiceField(choices=Channel.choices)
+    purpose = Choice(choices=Purpose.choices)
+    channel = Choice(choices=Channel.choices)
     granted_at = serializers.DateTimeField()
     expires_at = serializers.DateTimeField()
     evidence_sha256 = serializers.RegexField(
@@ -44,13 +45,13 @@ class ConsentOutput(serializers.Serializer):
 
     id = serializers.UUIDField()
     subject = serializers.SerializerMethodField()
-    purpose = serializers.ChoiceField(choices=Purpose.choices)
-    channel = serializers.ChoiceField(choices=Channel.choices)
+    purpose = Choice(choices=Purpose.choices)
+    channel = Choice(choices=Channel.choices)
     granted_at = serializers.DateTimeField()
     expires_at = serializers.DateTimeField()
     revoked_at = serializers.DateTimeField(allow_null=True)
     evidence_sha256 = serializers.CharField()
-    status = serializers.ChoiceField(choices=ConsentStatus.choices)
+    status = Choice(choices=ConsentStatus.choices)
     created_at = serializers.DateTimeField()
 
     @extend_schema_field(SubjectOutput)

@@ -17,7 +17,7 @@ from audit.actions import Action
 from core.pagination import CursorPage
 from core.problems import Forbidden
 from exchange import disputes as services
-from exchange.api.base import MemberView, StrictSerializer, TextField, field_error
+from exchange.api.base import Choice, MemberView, StrictSerializer, TextField, field_error
 from exchange.models import DisputeOutcome, DisputeStatus
 from exchange.services import audit_denied as deny
 from exchange.services import audit_read
@@ -43,7 +43,7 @@ class ResolveInput(StrictSerializer):
     """Your answer: `corrected` needs a new version of the record submitted after the dispute
     opened; `deleted` withdraws the record; `upheld` keeps it as it is."""
 
-    outcome = serializers.ChoiceField(choices=DisputeOutcome.choices)
+    outcome = Choice(choices=DisputeOutcome.choices)
     note = TextField(
         max_length=services.MAX_TEXT, trim_whitespace=True, required=False, allow_null=True, allow_blank=True
     )
@@ -53,8 +53,8 @@ class DisputeOutput(serializers.Serializer):
     """One dispute as its furnisher (with `record_id`) or its filer (with `inquiry_id`, `line`) sees it."""
 
     id = serializers.UUIDField()
-    status = serializers.ChoiceField(choices=DisputeStatus.choices)
-    outcome = serializers.ChoiceField(choices=DisputeOutcome.choices, allow_null=True)
+    status = Choice(choices=DisputeStatus.choices)
+    outcome = Choice(choices=DisputeOutcome.choices, allow_null=True)
     reason = serializers.CharField()
     note = serializers.CharField(allow_null=True)
     opened_at = serializers.DateTimeField()

@@ -14,7 +14,7 @@ from audit.actions import Action
 from core.pagination import CursorPage
 from core.problems import ApiError, Malformed
 from exchange import evidence, services
-from exchange.api.base import MemberView, field_error
+from exchange.api.base import Choice, MemberView, field_error
 from exchange.models import EvidenceRequest, EvidenceStatus
 from members.models import Scope
 
@@ -42,7 +42,7 @@ class EvidenceRequestOutput(serializers.Serializer):
     purpose = serializers.CharField()
     opened_at = serializers.DateTimeField()
     due_at = serializers.DateTimeField()
-    status = serializers.ChoiceField(
+    status = Choice(
         choices=EvidenceStatus.choices,
         source="current_status",
         help_text="`overdue` as soon as `due_at` has passed unanswered",

@@ -12,6 +12,7 @@ from exchange import inquiries, services
 from exchange.api.base import (
     IDEMPOTENCY_HEADER,
     SUBJECT_EXAMPLE,
+    Choice,
     CurrencyText,
     MemberView,
     MoneyText,
@@ -30,7 +31,7 @@ class InquiryInput(StrictSerializer):
 
     subject = SubjectField()
     consent_id = serializers.UUIDField()
-    purpose = serializers.ChoiceField(choices=Purpose.choices)
+    purpose = Choice(choices=Purpose.choices)
 
 
 class MoneyOutput(serializers.Serializer):
@@ -54,8 +55,8 @@ class LineOutput(serializers.Serializer):
     """One record of the subject, from any member, without the member's identity or reference."""
 
     line = serializers.IntegerField(min_value=0, help_text="what a dispute names")
-    product = serializers.ChoiceField(choices=Product.choices)
-    status = serializers.ChoiceField(choices=RecordStatus.choices)
+    product = Choice(choices=Product.choices)
+    status = Choice(choices=RecordStatus.choices)
     days_past_due = serializers.IntegerField(min_value=0)
     currency = CurrencyText()
     amount_overdue = MoneyText()
@@ -79,7 +80,7 @@ class InquiryOutput(serializers.Serializer):
 
     id = serializers.UUIDField()
     created_at = serializers.DateTimeField()
-    purpose = serializers.ChoiceField(choices=Purpose.choices)
+    purpose = Choice(choices=Purpose.choices)
     consent_id = serializers.UUIDField(allow_null=True)
     subject_found = serializers.BooleanField(source="result.subject_found")
     summary = SummaryOutput(source="result.summary")

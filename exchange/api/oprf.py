@@ -11,7 +11,7 @@ from rest_framework.response import Response
 
 from audit.actions import Action
 from core import oprf
-from exchange.api.base import MemberView, StrictSerializer
+from exchange.api.base import Choice, MemberView, StrictSerializer
 from exchange.oprf import oprf_evaluate
 from members.models import Scope
 from members.permissions import ScopeRequired
@@ -30,8 +30,8 @@ def _b64(raw: bytes) -> str:
 KeyOutput = inline_serializer(
     "OprfKey",
     {
-        "suite": serializers.ChoiceField(choices=[oprf.SUITE]),
-        "mode": serializers.ChoiceField(choices=[oprf.MODE]),
+        "suite": Choice(choices=[oprf.SUITE]),
+        "mode": Choice(choices=[oprf.MODE]),
         "key_id": serializers.CharField(help_text="names this public key; it changes only with the key"),
         "public_key": serializers.CharField(help_text="base64 of the 32-byte ristretto255 element pkS"),
     },

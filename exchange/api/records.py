@@ -17,6 +17,7 @@ from exchange.api.base import (
     MONEY_OUTPUT,
     RECORD_TEXT_PATTERN,
     SUBJECT_EXAMPLE,
+    Choice,
     CurrencyText,
     MemberView,
     StrictSerializer,
@@ -90,14 +91,14 @@ class RecordInput(serializers.Serializer):
         RECORD_TEXT_PATTERN, max_length=64, help_text="your own loan reference, unique among your records"
     )
     subject = SubjectField()
-    product = serializers.ChoiceField(choices=Product.choices)
+    product = Choice(choices=Product.choices)
     currency = serializers.RegexField(
         "^[A-Za-z]{3}$", required=False, allow_null=True, help_text="ISO 4217, such as CNY (the default)"
     )
     principal = MoneyInput()
     amount_overdue = MoneyInput()
     days_past_due = DaysInput()
-    status = serializers.ChoiceField(choices=RecordStatus.choices)
+    status = Choice(choices=RecordStatus.choices)
     opened_on = serializers.DateField()
     delinquent_since = serializers.DateField()
     as_of = serializers.DateField()
@@ -126,12 +127,12 @@ class RecordBatchResult(serializers.Serializer):
 
 class RecordDataOutput(serializers.Serializer):
     subject = serializers.SerializerMethodField()
-    product = serializers.ChoiceField(choices=Product.choices)
+    product = Choice(choices=Product.choices)
     currency = CurrencyText()
     principal = serializers.SerializerMethodField()
     amount_overdue = serializers.SerializerMethodField()
     days_past_due = serializers.IntegerField(min_value=0)
-    status = serializers.ChoiceField(choices=RecordStatus.choices)
+    status = Choice(choices=RecordStatus.choices)
     opened_on = serializers.DateField()
     delinquent_since = serializers.DateField()
     as_of = serializers.DateField()

@@ -26,7 +26,7 @@ from rest_framework.response import Response
 from audit.actions import Action
 from core.problems import ApiError, Malformed, PayloadTooLarge, problem_response, unknown_fields_message
 from exchange import services
-from exchange.api.base import MemberView, field_error
+from exchange.api.base import Choice, MemberView, field_error
 from exchange.bulk import upload as bulk
 from exchange.models import Submission, SubmissionError, SubmissionFormat, SubmissionStatus
 from members.limits import quota_refused
@@ -63,8 +63,8 @@ class SubmissionOutput(serializers.Serializer):
     `failed` file stopped and `error_code` names it (null otherwise)."""
 
     id = serializers.UUIDField()
-    status = serializers.ChoiceField(choices=SubmissionStatus.choices)
-    format = serializers.ChoiceField(choices=SubmissionFormat.choices)
+    status = Choice(choices=SubmissionStatus.choices)
+    format = Choice(choices=SubmissionFormat.choices)
     size = serializers.IntegerField(min_value=0, help_text="bytes")
     total = serializers.IntegerField(min_value=0, help_text="data rows: an upper-bound estimate until completed")
     accepted = serializers.IntegerField(min_value=0)
@@ -90,7 +90,7 @@ class SubmissionCreated(serializers.Serializer):
     """The submission that holds the file: follow its `id` (or the Location header)."""
 
     id = serializers.UUIDField()
-    status = serializers.ChoiceField(choices=SubmissionStatus.choices)
+    status = Choice(choices=SubmissionStatus.choices)
     duplicate = serializers.BooleanField(help_text="the same file was submitted before: this is that submission")
 
 
