@@ -99,8 +99,8 @@ def _validated(id_type: str, id_number: str, country: str | None) -> None:
 
 
 def _subject(args, exchange: Exchange) -> dict:
-    """The borrower of a consent or inquiry: blind (one evaluation call), or as typed with --raw."""
-    _validated(args.id_type, args.id_number, args.country)
+    """The borrower of a consent or inquiry (validated already): blind (one evaluation call), or as
+    typed with --raw."""
     if args.raw:
         subject = {"id_type": args.id_type, "id_number": args.id_number}
         if args.country:
@@ -124,6 +124,8 @@ def cmd_blind(args) -> int:
     _validated(args.id_type, args.id_number, args.country)
     exchange = _exchange()
     key = exchange.trusted_key(_pin(), accept_new=args.accept_new_key)
+    # The command's answer, on stdout for the member's own systems: the type and the blind value
+    # (a cross-member pseudonym, personal data), never the ID; nothing is logged.
     print(json.dumps(exchange.blind_subject(args.id_type, args.id_number, args.country, key)))
     return 0
 
