@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -12,6 +11,7 @@ from django.utils import timezone
 from audit.actions import Action
 from audit.services import audit_write, insert_audited
 from core.problems import ApiError, Invalid
+from core.tokens import blind_index
 from exchange.models import (
     Consent,
 )
@@ -87,7 +87,8 @@ def _lock_evidence(caller: Caller, evidence_sha256: str) -> None:
     (development only) lets one writing transaction at a time run."""
     if connection.vendor != "postgresql":
         return
-    digest = hashlib.sha256(f"consent-evidence\0{caller.member.pk}\0{evidence_sha256}".encode()).digest()
+    # A keyed digest (no unkeyed digest of member data anywhere, pg_locks included), cut to 64 bits.
+    digest = bytes.fromhex(blind_index("consent-evidence-lock", str(caller.member.pk), evidence_sha256))
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [int.from_bytes(digest[:8], "big", signed=True)])
 
