@@ -117,3 +117,9 @@ def keyed_digest(purpose: str, scope: str, sha256_hex: str) -> str:
     cannot be checked against guessed content (a resident ID in a known file template) without
     the key. Built on the SHA-256 so that content is read once, in blocks."""
     return blind_index(purpose, scope, sha256_hex)
+
+
+def lock_key(purpose: str, scope: str, value: str) -> int:
+    """A PostgreSQL advisory lock key (signed 64 bits) for `value` within `scope`: a keyed digest,
+    so what members send (an Idempotency-Key, an evidence hash) never shows unkeyed in pg_locks."""
+    return int.from_bytes(bytes.fromhex(blind_index(purpose, scope, value))[:8], "big", signed=True)

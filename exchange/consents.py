@@ -11,7 +11,7 @@ from django.utils import timezone
 from audit.actions import Action
 from audit.services import audit_write, insert_audited
 from core.problems import ApiError, Invalid
-from core.tokens import blind_index
+from core.tokens import lock_key
 from exchange.models import (
     Consent,
 )
@@ -87,10 +87,11 @@ def _lock_evidence(caller: Caller, evidence_sha256: str) -> None:
     (development only) lets one writing transaction at a time run."""
     if connection.vendor != "postgresql":
         return
-    # A keyed digest (no unkeyed digest of member data anywhere, pg_locks included), cut to 64 bits.
-    digest = bytes.fromhex(blind_index("consent-evidence-lock", str(caller.member.pk), evidence_sha256))
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [int.from_bytes(digest[:8], "big", signed=True)])
+        cursor.execute(
+            "SELECT pg_advisory_xact_lock(%s)",
+            [lock_key("consent-evidence-lock", str(caller.member.pk), evidence_sha256)],
+        )
 
 
 def _evidence_reused(caller: Caller, token: str, evidence_sha256: str) -> bool:

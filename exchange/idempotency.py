@@ -17,7 +17,7 @@ from rest_framework.utils.encoders import JSONEncoder
 from audit.services import audit_write
 from core.crypto import decrypt, encrypt, field_aad
 from core.problems import ApiError, Malformed
-from core.tokens import keyed_digest
+from core.tokens import keyed_digest, lock_key
 from exchange.models import IdempotencyKey
 from exchange.services import Caller
 from members.models import Member
@@ -56,8 +56,7 @@ def fingerprint(request, member: Member) -> str:
 
 
 def _lock_id(member: Member, key: str) -> int:
-    digest = hashlib.sha256(f"idempotency\0{member.pk}\0{key}".encode()).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
+    return lock_key("idempotency-lock", str(member.pk), key)
 
 
 @contextmanager

@@ -179,3 +179,15 @@ def test_a_blind_index_is_the_hmac_under_the_hkdf_key_of_its_purpose():
     expected = hmac.new(key, b"exchange.blind-index.v1|2:m1|6:LOAN-1", hashlib.sha256).hexdigest()
     assert blind_index("member_reference", "m1", "LOAN-1") == expected
     assert expected == "5cf3e7bf189320a5fbb7b76a5f1ace2c985395404e90b4c5c17689c3b4baf4d5"
+
+
+def test_a_lock_key_is_a_keyed_signed_64_bit_digest(settings):
+    from core.tokens import lock_key
+
+    key = lock_key("idempotency-lock", "7", "retry-1")
+    assert -(2**63) <= key < 2**63
+    assert key == lock_key("idempotency-lock", "7", "retry-1") != lock_key("idempotency-lock", "8", "retry-1")
+    plain = int.from_bytes(hashlib.sha256(b"idempotency\x007\x00retry-1").digest()[:8], "big", signed=True)
+    assert key != plain
+    settings.EXCHANGE_SUBJECT_KEY = OTHER_KEY
+    assert lock_key("idempotency-lock", "7", "retry-1") != key
